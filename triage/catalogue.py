@@ -1,0 +1,656 @@
+"""The catalogue: what was received, what state each study is in, what the models said.
+
+SQLAlchemy over SQLite by default; nothing here is SQLite-specific beyond connection tuning, so
+the same schema runs on PostgreSQL when several machines share the work.
+
+Study states: ``receiving`` (instances arriving) -> ``triaging`` -> ``triaged`` or
+``not analysed``. A late instance puts the study back to ``receiving`` and bumps its generation,
+so it is triaged again; a triage run that finishes on an older generation does not overwrite it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from triage.errors import StorageError
+from triage.results import ModelResult, Priority
+
+RECEIVING = "receiving"
+TRIAGING = "triaging"
+TRIAGED = "triaged"
+NOT_ANALYSED = "not analysed"
+
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    study_description: Mapped[str] = mapped_column(String(128), default="")
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    state: Mapped[str] = mapped_column(String(32), default=RECEIVING, index=True)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    priority: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_instance_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    triaged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    timings: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+    series_description: Mapped[str] = mapped_column(String(128), default="")
+    series_number: Mapped[str] = mapped_column(String(16), default="")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
+    image_type: Mapped[str] = mapped_column(String(128), default="")
+    key: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Result(Base):
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("study_id", "model_name", "model_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    finding_value: Mapped[str] = mapped_column(String(64))
+    finding_scheme: Mapped[str] = mapped_column(String(16))
+    finding_meaning: Mapped[str] = mapped_column(String(128))
+    probability: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    priority: Mapped[str] = mapped_column(String(32))
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Delivery(Base):
+    """The outbox: one row per SR to send; it stays until delivered or dead-lettered."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("sop_instance_uid", "destination"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(256))
+    destination: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the receiver knows about one stored instance (header values, no pixels)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    key: str
+    size: int
+    modality: str = ""
+    body_part: str = ""
+    series_description: str = ""
+    series_number: str = ""
+    image_type: str = ""
+    accession_number: str = ""
+    patient_id: str = ""
+    study_description: str = ""
+    study_date: str = ""
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    series_instance_uid: str
+    modality: str
+    body_part: str
+    series_description: str
+    series_number: str
+    image_types: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    model_name: str
+    model_version: str
+    name: str
+    code: str
+    probability: float
+    threshold: float
+    priority: str
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study_instance_uid: str
+    accession_number: str
+    modality: str
+    study_description: str
+    state: str
+    priority: str | None
+    reason: str | None
+    received_at: datetime
+    triaged_at: datetime | None
+    instances: int
+    findings: tuple[FindingRow, ...]
+
+    @property
+    def rank(self) -> int:
+        return Priority(self.priority).rank if self.priority else Priority.ROUTINE.rank
+
+    @property
+    def top_finding(self) -> FindingRow | None:
+        return max(self.findings, key=lambda f: f.probability, default=None)
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    study_instance_uid: str
+    sop_instance_uid: str
+    key: str
+    destination: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Catalogue:
+    def __init__(self, url: str) -> None:
+        try:
+            if url.startswith("sqlite"):
+                self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StorageError(f"cannot open the catalogue database {url}: {exc.orig}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def _retry(self, work: Callable[[Session], T], attempts: int = 5) -> T:
+        """Run one transaction, retrying when the database is momentarily locked or busy."""
+        for attempt in range(attempts):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except OperationalError as exc:
+                if attempt == attempts - 1 or "locked" not in str(exc.orig).lower():
+                    raise StorageError(f"catalogue write failed: {exc.orig}") from exc
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        with self.session() as s:
+            found = s.scalar(
+                select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid)
+            )
+            return found is not None
+
+    def record_instance(self, rec: InstanceRecord) -> bool:
+        """Catalogue a stored instance; False when it was already there (stored once)."""
+
+        def work(s: Session) -> bool:
+            if s.scalar(
+                select(Instance.id).where(Instance.sop_instance_uid == rec.sop_instance_uid)
+            ):
+                return False
+            now = utcnow()
+            study = s.scalar(
+                select(Study).where(Study.study_instance_uid == rec.study_instance_uid)
+            )
+            if study is None:
+                study = Study(
+                    study_instance_uid=rec.study_instance_uid,
+                    accession_number=rec.accession_number,
+                    patient_id=rec.patient_id,
+                    study_description=rec.study_description,
+                    study_date=rec.study_date,
+                    first_received_at=now,
+                    last_instance_at=now,
+                    state=RECEIVING,
+                    generation=1,
+                )
+                s.add(study)
+                s.flush()
+            else:
+                study.last_instance_at = now
+                if study.state != RECEIVING:
+                    study.state = RECEIVING
+                    study.generation += 1
+            series = s.scalar(
+                select(Series).where(Series.series_instance_uid == rec.series_instance_uid)
+            )
+            if series is None:
+                series = Series(
+                    study_id=study.id,
+                    series_instance_uid=rec.series_instance_uid,
+                    modality=rec.modality,
+                    body_part=rec.body_part,
+                    series_description=rec.series_description,
+                    series_number=rec.series_number,
+                )
+                s.add(series)
+                s.flush()
+            s.add(
+                Instance(
+                    series_id=series.id,
+                    sop_instance_uid=rec.sop_instance_uid,
+                    sop_class_uid=rec.sop_class_uid,
+                    transfer_syntax_uid=rec.transfer_syntax_uid,
+                    image_type=rec.image_type,
+                    key=rec.key,
+                    size=rec.size,
+                    received_at=now,
+                )
+            )
+            return True
+
+        for _ in range(5):
+            try:
+                return self._retry(work)
+            except IntegrityError:
+                # another writer created the same study, series or instance at the same moment:
+                # run again; it now finds their rows (and False if the instance itself was theirs)
+                continue
+        raise StorageError(f"catalogue write of {rec.sop_instance_uid} kept conflicting; retry")
+
+    # -- completion and triage -------------------------------------------------------------
+
+    def quiet_studies(self, quiet_seconds: float, now: datetime | None = None) -> list[str]:
+        """Studies still receiving whose last instance came more than quiet_seconds ago."""
+        cutoff = (now or utcnow()) - timedelta(seconds=quiet_seconds)
+        with self.session() as s:
+            rows = s.scalars(
+                select(Study.study_instance_uid)
+                .where(Study.state == RECEIVING, Study.last_instance_at <= cutoff)
+                .order_by(Study.last_instance_at)
+            )
+            return list(rows)
+
+    def claim_for_triage(self, study_uid: str, quiet_seconds: float | None = None) -> int | None:
+        """Move a study to triaging; returns its generation, or None if someone else has it."""
+
+        def work(s: Session) -> int | None:
+            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            if study is None or study.state == TRIAGING:
+                return None
+            if quiet_seconds is not None:
+                cutoff = utcnow() - timedelta(seconds=quiet_seconds)
+                if study.state != RECEIVING or study.last_instance_at > cutoff:
+                    return None
+            result = s.execute(
+                update(Study)
+                .where(
+                    Study.id == study.id,
+                    Study.generation == study.generation,
+                    Study.state == study.state,
+                )
+                .values(state=TRIAGING)
+            )
+            return study.generation if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+        return self._retry(work)
+
+    def requeue_interrupted(self) -> list[str]:
+        """Studies left in triaging by a crash go back to receiving, to be triaged again."""
+
+        def work(s: Session) -> list[str]:
+            studies = list(s.scalars(select(Study).where(Study.state == TRIAGING)))
+            for study in studies:
+                study.state = RECEIVING
+            return [st.study_instance_uid for st in studies]
+
+        return self._retry(work)
+
+    def series_of(self, study_uid: str) -> list[SeriesSummary]:
+        with self.session() as s:
+            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            if study is None:
+                return []
+            out = []
+            for series in s.scalars(select(Series).where(Series.study_id == study.id)):
+                instances = list(
+                    s.execute(
+                        select(Instance.key, Instance.image_type).where(
+                            Instance.series_id == series.id
+                        )
+                    )
+                )
+                out.append(
+                    SeriesSummary(
+                        series_instance_uid=series.series_instance_uid,
+                        modality=series.modality,
+                        body_part=series.body_part,
+                        series_description=series.series_description,
+                        series_number=series.series_number,
+                        image_types=tuple(sorted({row.image_type for row in instances})),
+                        keys=tuple(row.key for row in instances),
+                    )
+                )
+            return out
+
+    def finish_triage(
+        self,
+        study_uid: str,
+        generation: int,
+        results: Sequence[ModelResult],
+        priority: Priority,
+        reason: str | None,
+        sr_uids: dict[tuple[str, str], str] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> bool:
+        """Record the outcome; False when new instances arrived meanwhile (it will re-run)."""
+
+        def work(s: Session) -> bool:
+            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            if study is None or study.generation != generation or study.state != TRIAGING:
+                return False  # a newer run owns the study: leave its results alone
+            for res in results:
+                row = s.scalar(
+                    select(Result).where(
+                        Result.study_id == study.id,
+                        Result.model_name == res.model_name,
+                        Result.model_version == res.model_version,
+                    )
+                )
+                if row is None:
+                    row = Result(
+                        study_id=study.id,
+                        model_name=res.model_name,
+                        model_version=res.model_version,
+                    )
+                    s.add(row)
+                row.series_instance_uid = res.series_instance_uid
+                row.finding_value = res.finding.value
+                row.finding_scheme = res.finding.scheme_designator
+                row.finding_meaning = res.finding.meaning
+                row.probability = float(res.probability)
+                row.threshold = float(res.threshold)
+                row.priority = res.priority.value
+                row.sr_sop_instance_uid = (sr_uids or {}).get((res.model_name, res.model_version))
+                row.created_at = utcnow()
+            study.state = NOT_ANALYSED if priority is Priority.NOT_ANALYSED else TRIAGED
+            study.priority = priority.value
+            study.reason = reason
+            study.triaged_at = utcnow()
+            study.timings = json.dumps(timings or {}, sort_keys=True)
+            return True
+
+        return self._retry(work)
+
+    def reopen(self, study_uid: str) -> bool:
+        """Queue a study for another triage run (`triage rerun`)."""
+
+        def work(s: Session) -> bool:
+            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            if study is None:
+                return False
+            study.state = RECEIVING
+            study.generation += 1
+            return True
+
+        return self._retry(work)
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def enqueue_delivery(self, study_uid: str, sop_uid: str, key: str, destination: str) -> None:
+        """Put an SR in the outbox; re-enqueuing the same SR resets it to pending."""
+
+        def work(s: Session) -> None:
+            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            if study is None:
+                raise StorageError(f"study {study_uid} is not in the catalogue")
+            row = s.scalar(
+                select(Delivery).where(
+                    Delivery.sop_instance_uid == sop_uid, Delivery.destination == destination
+                )
+            )
+            if row is None:
+                s.add(
+                    Delivery(
+                        study_id=study.id,
+                        sop_instance_uid=sop_uid,
+                        key=key,
+                        destination=destination,
+                    )
+                )
+            else:
+                row.key = key
+                row.state = PENDING
+                row.attempts = 0
+                row.next_attempt_at = utcnow()
+                row.last_error = None
+
+        self._retry(work)
+
+    def due_deliveries(self, now: datetime | None = None, limit: int = 50) -> list[DeliveryRow]:
+        with self.session() as s:
+            rows = s.execute(
+                select(Delivery, Study.study_instance_uid)
+                .join(Study, Study.id == Delivery.study_id)
+                .where(Delivery.state == PENDING, Delivery.next_attempt_at <= (now or utcnow()))
+                .order_by(Delivery.next_attempt_at)
+                .limit(limit)
+            )
+            return [_delivery_row(d, uid) for d, uid in rows]
+
+    def deliveries(self, states: Sequence[str] | None = None) -> list[DeliveryRow]:
+        with self.session() as s:
+            query = select(Delivery, Study.study_instance_uid).join(
+                Study, Study.id == Delivery.study_id
+            )
+            if states:
+                query = query.where(Delivery.state.in_(list(states)))
+            rows = s.execute(query.order_by(Delivery.id))
+            return [_delivery_row(d, uid) for d, uid in rows]
+
+    def mark_delivered(self, delivery_id: int) -> None:
+        def work(s: Session) -> None:
+            s.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(
+                    state=DELIVERED,
+                    delivered_at=utcnow(),
+                    last_error=None,
+                    attempts=Delivery.attempts + 1,
+                )
+            )
+
+        self._retry(work)
+
+    def mark_attempt_failed(
+        self, delivery_id: int, error: str, next_attempt_at: datetime, dead: bool
+    ) -> None:
+        def work(s: Session) -> None:
+            s.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(
+                    state=DEAD if dead else PENDING,
+                    last_error=error[:2000],
+                    next_attempt_at=next_attempt_at,
+                    attempts=Delivery.attempts + 1,
+                )
+            )
+
+        self._retry(work)
+
+    # -- worklist --------------------------------------------------------------------------
+
+    def worklist(self) -> list[WorklistRow]:
+        """Every study, urgent first, then by arrival (oldest first)."""
+        with self.session() as s:
+            studies = list(s.scalars(select(Study)))
+            modalities: dict[int, set[str]] = {}
+            for study_id, modality in s.execute(select(Series.study_id, Series.modality)):
+                if modality:
+                    modalities.setdefault(study_id, set()).add(modality)
+            counts: dict[int, int] = {
+                study_id: n
+                for study_id, n in s.execute(
+                    select(Series.study_id, func.count(Instance.id))
+                    .join(Instance, Instance.series_id == Series.id)
+                    .group_by(Series.study_id)
+                )
+            }
+            findings: dict[int, list[FindingRow]] = {}
+            for r in s.scalars(select(Result)):
+                findings.setdefault(r.study_id, []).append(
+                    FindingRow(
+                        r.model_name,
+                        r.model_version,
+                        r.finding_meaning,
+                        f"{r.finding_scheme}:{r.finding_value}",
+                        r.probability,
+                        r.threshold,
+                        r.priority,
+                    )
+                )
+        rows = [
+            WorklistRow(
+                study_instance_uid=st.study_instance_uid,
+                accession_number=st.accession_number,
+                modality="/".join(sorted(modalities.get(st.id, set()))),
+                study_description=st.study_description,
+                state=st.state,
+                priority=st.priority,
+                reason=st.reason,
+                received_at=st.first_received_at,
+                triaged_at=st.triaged_at,
+                instances=counts.get(st.id, 0),
+                findings=tuple(findings.get(st.id, [])),
+            )
+            for st in studies
+        ]
+        rows.sort(key=lambda row: (row.rank, row.received_at, row.study_instance_uid))
+        return rows
+
+    def study_timings(self) -> dict[str, dict[str, float]]:
+        """Per-study stage timings of the last triage run (for benchmarks and operators)."""
+        with self.session() as s:
+            rows = s.execute(select(Study.study_instance_uid, Study.timings))
+            return {uid: json.loads(t) for uid, t in rows if t}
+
+    def add_timings(self, study_uid: str, timings: dict[str, float]) -> None:
+        def work(s: Session) -> None:
+            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            if study is not None:
+                study.timings = json.dumps(
+                    {**json.loads(study.timings or "{}"), **timings}, sort_keys=True
+                )
+
+        self._retry(work)
+
+    def study_state(self, study_uid: str) -> tuple[str, int] | None:
+        with self.session() as s:
+            row = s.execute(
+                select(Study.state, Study.generation).where(Study.study_instance_uid == study_uid)
+            ).first()
+            return (row.state, row.generation) if row else None
+
+    def counts(self) -> dict[str, int]:
+        with self.session() as s:
+            by_state: dict[str, int] = {
+                state: n
+                for state, n in s.execute(
+                    select(Study.state, func.count(Study.id)).group_by(Study.state)
+                )
+            }
+            instances = s.scalar(select(func.count(Instance.id))) or 0
+        return {"instances": instances, **by_state}
+
+
+def _delivery_row(d: Delivery, study_uid: str) -> DeliveryRow:
+    return DeliveryRow(
+        d.id,
+        study_uid,
+        d.sop_instance_uid,
+        d.key,
+        d.destination,
+        d.state,
+        d.attempts,
+        d.next_attempt_at,
+        d.last_error,
+    )

@@ -1,0 +1,41 @@
+"""What a triage run produces: priorities and per-model results.
+
+These are plain values passed between the inference, priority, SR and catalogue modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydicom.sr.coding import Code
+
+
+class Priority(StrEnum):
+    """Worklist priority of a study, in the radiologist's words."""
+
+    URGENT = "urgent"
+    ROUTINE = "routine"
+    NOT_ANALYSED = "not analysed"
+
+    @property
+    def rank(self) -> int:
+        """Sort key: lower comes first. *Not analysed* sits with routine, never below it."""
+        return 0 if self is Priority.URGENT else 1
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's verdict on one series of a study."""
+
+    model_name: str
+    model_version: str
+    finding: Code
+    probability: float
+    threshold: float
+    priority: Priority
+    series_instance_uid: str
+
+    @property
+    def positive(self) -> bool:
+        return self.probability >= self.threshold

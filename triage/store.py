@@ -1,0 +1,142 @@
+"""Object store: where received instances and produced SRs are kept, by key.
+
+Keys look like ``raw/<study>/<series>/<sop>.dcm``. The local folder backend writes durably
+(temporary file, fsync, rename, fsync of the folder) so that a write that returned is on disk.
+An S3/MinIO backend implements the same small interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from triage.errors import ConfigError, StorageError
+
+_KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise StorageError(f"object key {key!r} is not valid: use a/b/c.dcm with [A-Za-z0-9._-]")
+    return key
+
+
+def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """Key of a received instance; the same instance always lands on the same key."""
+    return check_key(f"raw/{study_uid}/{series_uid}/{sop_uid}.dcm")
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes) -> None:
+        """Write durably: when this returns, the object survives a crash or power loss."""
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+class LocalStore:
+    """A folder on local disk (the embedded default)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the object store folder {self.root}: {exc}") from exc
+        self._known_dirs: set[Path] = set()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _ensure_dir(self, folder: Path) -> None:
+        if folder in self._known_dirs:
+            return
+        missing = []
+        probe = folder
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for created in reversed(missing):  # make the new folders themselves durable
+            _fsync_dir(created.parent)
+        self._known_dirs.add(folder)
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        try:
+            self._ensure_dir(target.parent)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            self._known_dirs.discard(target.parent)
+            raise StorageError(f"cannot write {key} to {self.root}: {exc.strerror or exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{key} is not in the object store {self.root}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key} from {self.root}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} from {self.root}: {exc}") from exc
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        if not base.exists():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".incoming-"):
+                    continue
+                yield Path(dirpath, name).relative_to(self.root).as_posix()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_store(location: str) -> ObjectStore:
+    """The store named by TRIAGE_STORE: a folder path (S3 URLs arrive with the S3 backend)."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", location):
+        raise ConfigError(
+            f"TRIAGE_STORE={location!r}: only a local folder is supported in this version; "
+            "set TRIAGE_STORE to a folder path"
+        )
+    return LocalStore(Path(location).expanduser())
