@@ -1,0 +1,1 @@
+"""DICOM in and out: receive, query/retrieve, series to volume, the result SR, send."""

@@ -1,0 +1,78 @@
+"""C-STORE SCU: send data sets to a DICOM node over one association."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from triage.config import DicomNode
+from triage.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+def store_datasets(
+    node: DicomNode,
+    datasets: Sequence[Dataset],
+    calling_ae: str,
+    timeout: float = 30,
+) -> list[int]:
+    """Send every data set; returns one DIMSE status per data set (0 is success).
+
+    Raises DeliveryError when no association can be made at all.
+    """
+    if not datasets:
+        return []
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    contexts: dict[str, set[str]] = {}
+    for ds in datasets:
+        syntaxes = contexts.setdefault(str(ds.SOPClassUID), set())
+        syntaxes.update({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+        file_meta = getattr(ds, "file_meta", None)
+        if file_meta is not None and "TransferSyntaxUID" in file_meta:
+            syntaxes.add(str(file_meta.TransferSyntaxUID))
+    if len(contexts) > 128:
+        raise DeliveryError("too many SOP classes for one association")
+    for sop_class, syntaxes in contexts.items():
+        ae.add_requested_context(sop_class, sorted(syntaxes))
+    try:
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    except OSError as exc:
+        raise DeliveryError(f"cannot connect to {node}: {exc}") from exc
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise DeliveryError(
+                f"{node} rejected the association (calling AE {calling_ae}): check that the PACS "
+                "knows this node's AE title"
+            )
+        raise DeliveryError(f"cannot reach {node}: no association (is the PACS running?)")
+    statuses: list[int] = []
+    try:
+        for ds in datasets:
+            try:
+                status = assoc.send_c_store(ds)
+            except (ValueError, RuntimeError) as exc:
+                log.error("C-STORE could not be sent: %s", exc)
+                statuses.append(0xFFFF)
+                continue
+            code = int(status.Status) if status and "Status" in status else 0xFFFF
+            statuses.append(code)
+            if not assoc.is_established:
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    statuses.extend([0xFFFF] * (len(datasets) - len(statuses)))
+    return statuses
+
+
+def is_success(status: int) -> bool:
+    """Success and warnings (0xB000, 0xB007, 0xB006) mean the peer stored it."""
+    return status == 0x0000 or status in (0xB000, 0xB006, 0xB007)
