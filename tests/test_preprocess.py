@@ -1,0 +1,121 @@
+"""The model input: shape, dtype, device, HU window, and independence from the stored orientation."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from triage.errors import ModelError
+from triage.phantom import head_phantom
+from triage.preprocess import InputSpec, model_input, select_device
+
+SPEC = InputSpec(pixdim=(4.0, 4.0, 6.0), spatial_size=(48, 56, 24), window=(0.0, 100.0))
+CPU = torch.device("cpu")
+
+
+def _phantom() -> tuple[np.ndarray, np.ndarray]:
+    phantom = head_phantom(np.random.default_rng(11), (120, 128, 30), (1.9, 1.8, 5.0), lesion=True)
+    return phantom.hu, phantom.affine_lps
+
+
+def test_shape_dtype_device_and_range() -> None:
+    hu, affine = _phantom()
+    x = model_input(hu, affine, SPEC, CPU)
+    assert type(x) is torch.Tensor
+    assert x.shape == (1, 1, 48, 56, 24)
+    assert x.dtype == torch.float32
+    assert x.device == CPU
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    assert float(x.max()) == 1.0, "bone is clipped to the top of the window"
+
+
+def test_window_clips_and_scales() -> None:
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    spec = InputSpec(pixdim=(2.0, 2.0, 5.0), spatial_size=(10, 10, 4), window=(0.0, 100.0))
+    for value, expected in ((-1000.0, 0.0), (25.0, 0.25), (75.0, 0.75), (1500.0, 1.0)):
+        hu = np.full((10, 10, 4), value, dtype=np.float32)
+        x = model_input(hu, affine, spec, CPU)
+        torch.testing.assert_close(x, torch.full_like(x, expected), atol=1e-5, rtol=0)
+
+
+def test_flipped_and_permuted_storage_give_the_same_input() -> None:
+    hu, affine = _phantom()
+    reference = model_input(hu, affine, SPEC, CPU)
+    n = np.asarray(hu.shape) - 1
+    # Same patient, rows stored bottom-up: flip axis 1 and move the origin to the old last row.
+    flipped = hu[:, ::-1, :]
+    aff_flipped = affine.copy()
+    aff_flipped[:3, 1] = -affine[:3, 1]
+    aff_flipped[:3, 3] = affine[:3, 3] + n[1] * affine[:3, 1]
+    torch.testing.assert_close(model_input(flipped, aff_flipped, SPEC, CPU), reference)
+    # Slices stored top-down (flip axis 2) and columns/rows swapped (transpose 0 and 1).
+    swapped = np.transpose(hu[:, :, ::-1], (1, 0, 2))
+    aff_swapped = affine[:, [1, 0, 2, 3]].copy()
+    aff_swapped[:3, 2] = -affine[:3, 2]
+    aff_swapped[:3, 3] = affine[:3, 3] + n[2] * affine[:3, 2]
+    torch.testing.assert_close(model_input(swapped, aff_swapped, SPEC, CPU), reference)
+
+
+def test_patient_left_ends_up_at_low_ras_index() -> None:
+    # LPS +x is the patient's left; in RAS the first axis runs towards the patient's right.
+    hu = np.zeros((40, 40, 10), dtype=np.float32)
+    hu[30:38, 15:25, 3:7] = 100.0  # high column index = patient left
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    spec = InputSpec(pixdim=(2.0, 2.0, 4.0), spatial_size=(40, 40, 10), window=(0.0, 100.0))
+    x = model_input(hu, affine, spec, CPU)[0, 0]
+    i = torch.nonzero(x > 0.5)[:, 0]
+    assert i.numel() > 0 and int(i.max()) < 20
+
+
+def test_large_volume_is_quick() -> None:
+    hu = np.full((512, 512, 200), 30.0, dtype=np.float32)
+    affine = np.diag([0.45, 0.45, 0.7, 1.0])
+    spec = InputSpec(pixdim=(2.5, 2.5, 5.0), spatial_size=(96, 96, 32), window=(0.0, 100.0))
+    started = time.perf_counter()
+    x = model_input(hu, affine, spec, CPU)
+    assert time.perf_counter() - started < 5.0
+    assert x.shape == (1, 1, 96, 96, 32)
+
+
+def test_input_spec_from_dict() -> None:
+    spec = InputSpec.from_dict({"pixdim": [2.5, 2.5, 5], "spatial_size": [96, 96, 32], "window": [0, 100]})
+    assert spec == InputSpec((2.5, 2.5, 5.0), (96, 96, 32), (0.0, 100.0))
+    assert InputSpec.from_dict(spec.as_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"spatial_size": [1, 1, 1], "window": [0, 1]}, "pixdim"),
+        ({"pixdim": [1, 1], "spatial_size": [1, 1, 1], "window": [0, 1]}, "pixdim"),
+        ({"pixdim": [1, 1, 1], "spatial_size": [1.5, 1, 1], "window": [0, 1]}, "spatial_size"),
+        ({"pixdim": [1, 1, 1], "spatial_size": [1, 1, 1], "window": "0,1"}, "window"),
+        ({"pixdim": [1, 1, 1], "spatial_size": [1, 1, 1], "window": [100, 0]}, "window"),
+    ],
+)
+def test_input_spec_names_the_bad_key(bad: dict[str, object], key: str) -> None:
+    with pytest.raises(ModelError, match=key):
+        InputSpec.from_dict(bad)
+
+
+def test_select_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert select_device("cpu") == CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == CPU
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            select_device(name)
+    with pytest.raises(ModelError, match="unknown device"):
+        select_device("tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda() -> None:
+    hu, affine = _phantom()
+    device = select_device("cuda")
+    x = model_input(hu, affine, SPEC, device)
+    assert x.device.type == "cuda"
+    torch.testing.assert_close(x.cpu(), model_input(hu, affine, SPEC, CPU), atol=1e-4, rtol=0)

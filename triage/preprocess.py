@@ -1,0 +1,156 @@
+"""The model input: a HU volume resampled, windowed and cropped on the device, with MONAI.
+
+Training (models/train_ich_classifier.py) and the pipeline both call `model_input`, so a model
+sees exactly the same preprocessing in production as it saw in training. The work runs on the
+device the model runs on: CUDA when present, else the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import ResizeWithPadOrCrop, ScaleIntensityRange, Spacing
+
+from triage.errors import ModelError
+
+#: LPS (DICOM) <-> RAS (MONAI, NIfTI) world coordinates: negate x and y.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: voxel size in mm (RAS order), array size, and HU window."""
+
+    pixdim: tuple[float, float, float]
+    spatial_size: tuple[int, int, int]
+    window: tuple[float, float]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
+        """Read the "input" section of a model's triage.json."""
+        if not isinstance(d, Mapping):
+            raise ModelError(f"model input spec must be a JSON object, got {type(d).__name__}")
+        pixdim = tuple(_numbers(d, "pixdim", 3, float))
+        size = tuple(_numbers(d, "spatial_size", 3, int))
+        window = tuple(_numbers(d, "window", 2, float))
+        if min(pixdim) <= 0:
+            raise ModelError(f'model input "pixdim" must be positive mm, got {list(pixdim)}')
+        if min(size) < 1:
+            raise ModelError(f'model input "spatial_size" must be positive, got {list(size)}')
+        if window[0] >= window[1]:
+            raise ModelError(f'model input "window" must be [low, high] HU, got {list(window)}')
+        return cls(pixdim=pixdim, spatial_size=size, window=window)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, list[float] | list[int]]:
+        return {
+            "pixdim": list(self.pixdim),
+            "spatial_size": list(self.spatial_size),
+            "window": list(self.window),
+        }
+
+
+def _numbers(d: Mapping[str, Any], key: str, count: int, kind: type) -> list[Any]:
+    value = d.get(key)
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != count
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ModelError(
+            f'model input "{key}" must be a list of {count} numbers, got {value!r}; '
+            "fix the model's triage.json"
+        )
+    if kind is int and not all(float(v).is_integer() for v in value):
+        raise ModelError(f'model input "{key}" must hold whole numbers, got {value!r}')
+    return [kind(v) for v in value]
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for a setting: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"."""
+    text = name.strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f'device "{name}" was asked for but CUDA is not available on this machine; '
+                'set the device to "auto" or "cpu"'
+            )
+        device = torch.device(text)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelError(
+                f'device "{name}" does not exist: this machine has '
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+        return device
+    raise ModelError(f'unknown device "{name}": use "auto", "cpu", "cuda" or "cuda:N"')
+
+
+def model_input(
+    hu: np.ndarray, affine_lps: np.ndarray, spec: InputSpec, device: torch.device
+) -> torch.Tensor:
+    """The network input (1, 1, *spatial_size), float32 on ``device``, from a HU volume.
+
+    ``hu`` is indexed [column, row, slice] and ``affine_lps`` maps voxel indices to LPS mm. The
+    volume is reoriented to RAS, resampled to ``spec.pixdim`` (bilinear), windowed to [0, 1]
+    with clipping and centre-cropped or zero-padded to ``spec.spatial_size``.
+    """
+    hu = np.asarray(hu)
+    affine = np.asarray(affine_lps, dtype=np.float64)
+    if hu.ndim != 3:
+        raise ModelError(f"model input must be a 3D volume, got shape {hu.shape}")
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ModelError(f"affine_lps must be a finite 4x4 matrix, got shape {affine.shape}")
+    data = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None]
+    image = MetaTensor(data, affine=torch.from_numpy(LPS_TO_RAS @ affine))
+    image = image.to(device)
+    low, high = spec.window
+    with torch.no_grad():
+        image = _to_ras(image)
+        image = Spacing(pixdim=spec.pixdim, mode="bilinear", padding_mode="border")(image)
+        image = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)(image)
+        image = ResizeWithPadOrCrop(spatial_size=spec.spatial_size, mode="constant")(image)
+    out = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    return out.to(device=device, dtype=torch.float32).contiguous()[None]
+
+
+def _to_ras(image: MetaTensor) -> MetaTensor:
+    """Permute and flip the voxel axes so they run closest to R, A, S (like MONAI Orientation).
+
+    MONAI's Orientation needs nibabel, which this project does not depend on; for the
+    near-orthogonal affines of DICOM series this axis matching is the same operation.
+    """
+    affine = image.affine.detach().cpu().numpy().astype(np.float64)
+    directions = affine[:3, :3]
+    # For each world axis (R, A, S) the voxel axis most aligned with it, taking the strongest first.
+    weight = np.abs(directions / np.linalg.norm(directions, axis=0, keepdims=True))
+    order = [-1, -1, -1]
+    for _ in range(3):
+        world, voxel = np.unravel_index(np.argmax(weight), weight.shape)
+        order[int(world)] = int(voxel)
+        weight[world, :] = -1.0
+        weight[:, voxel] = -1.0
+    shape = image.shape[1:]
+    transform = np.zeros((4, 4))  # new voxel index -> old voxel index
+    transform[3, 3] = 1.0
+    flips = []
+    for new_axis, old_axis in enumerate(order):
+        if directions[new_axis, old_axis] < 0:
+            flips.append(new_axis + 1)
+            transform[old_axis, new_axis] = -1.0
+            transform[old_axis, 3] = shape[old_axis] - 1
+        else:
+            transform[old_axis, new_axis] = 1.0
+    data = image.as_tensor().permute(0, *(a + 1 for a in order))
+    if flips:
+        data = torch.flip(data, dims=flips)
+    new_affine = torch.as_tensor(affine @ transform, dtype=torch.float64)
+    return MetaTensor(data.contiguous(), affine=new_affine)
