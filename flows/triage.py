@@ -1,0 +1,87 @@
+"""One flow run per complete study, with a few coarse tasks; and the outbox delivery flow.
+
+Tasks pass study UIDs, assignments and results (small values), never pixel arrays. The work
+itself is in ``triage.pipeline`` and ``triage.deliver``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from triage import pipeline
+from triage.config import load_settings
+from triage.deliver import deliver_due
+from triage.results import ModelResult
+from triage.services import Services
+
+_services: Services | None = None
+
+
+def use_services(svc: Services) -> None:
+    """Share the node's open services with flows run in this process."""
+    global _services
+    _services = svc
+
+
+def services() -> Services:
+    global _services
+    if _services is None:  # a worker process: build them from the environment
+        _services = Services.open(load_settings())
+    return _services
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan_task(study_uid: str) -> list[pipeline.Assignment]:
+    return pipeline.plan_study(services(), study_uid)
+
+
+@task(name="analyse", cache_policy=NO_CACHE)
+def analyse_task(study_uid: str, assignment: pipeline.Assignment) -> pipeline.Analysis:
+    return pipeline.analyse(services(), study_uid, assignment)
+
+
+@task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def report_task(study_uid: str, results: list[ModelResult]) -> dict[tuple[str, str], str]:
+    return pipeline.report(services(), study_uid, results)
+
+
+@task(name="deliver", cache_policy=NO_CACHE)
+def deliver_task(study_uid: str) -> dict[str, int]:
+    svc = services()
+    rows = [r for r in svc.catalogue.due_deliveries() if r.study_instance_uid == study_uid]
+    summary = deliver_due(svc.store, svc.catalogue, svc.settings, only=rows)
+    return vars(summary)
+
+
+@flow(name="triage-study", log_prints=False)
+def triage_study(study_uid: str, generation: int) -> str:
+    """Triage one complete study: plan, analyse each model, report, record, deliver."""
+    t0 = time.perf_counter()
+    svc = services()
+    analyses = []
+    for assignment in plan_task(study_uid):
+        if assignment.model_name:
+            analyses.append(analyse_task(study_uid, assignment))
+        else:
+            analyses.append(pipeline.Analysis("", None, assignment.reason))
+    results = [a.result for a in analyses if a.result is not None]
+    written = report_task(study_uid, results) if results else {}
+    timings = pipeline.merge_timings(analyses)
+    timings["triage_s"] = time.perf_counter() - t0
+    priority = pipeline.finish(svc, study_uid, generation, analyses, written, timings)
+    t1 = time.perf_counter()
+    if written and svc.settings.pacs is not None:
+        deliver_task(study_uid)
+    svc.catalogue.add_timings(study_uid, {"deliver_s": time.perf_counter() - t1})
+    return priority.value
+
+
+@flow(name="deliver-outbox")
+def deliver_outbox() -> dict[str, Any]:
+    """Retry every outbox item that is due."""
+    svc = services()
+    return vars(deliver_due(svc.store, svc.catalogue, svc.settings))

@@ -1,0 +1,215 @@
+"""The `triage` command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from triage.config import Settings, load_settings, parse_node
+from triage.errors import TriageError
+
+if TYPE_CHECKING:
+    from triage.node import TriageNode
+    from triage.services import Services
+
+app = typer.Typer(
+    help="AI triage for incoming CT/MR studies: receive, triage, report to the PACS.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+outbox_app = typer.Typer(help="The outbox of SRs waiting for the PACS.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    from triage.runtime import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@app.command()
+def config() -> None:
+    """Print the effective configuration (environment, config file, defaults)."""
+    settings = load_settings()
+    for key, value in settings.as_dict().items():
+        sys.stdout.write(f"{key:26} {value}\n")
+    if settings.pacs is None:
+        errors.print("[yellow]warning:[/] TRIAGE_PACS is not set: results stay in the outbox")
+
+
+@app.command()
+def receive() -> None:
+    """Run the DICOM receiver only (store + catalogue), until SIGTERM or Ctrl-C."""
+    from triage.catalogue import Catalogue
+    from triage.dicom.receive import Receiver
+    from triage.store import open_store
+
+    settings = _settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    receiver = Receiver(
+        open_store(settings.store), Catalogue(settings.database_url), settings.ae_title
+    )
+    receiver.start(settings.host, settings.port)
+    _wait_for_signal()
+    receiver.stop()
+
+
+@app.command()
+def serve() -> None:
+    """Run the whole node: receiver, completion watcher, triage and delivery."""
+    settings = _settings()
+    node, _svc = _start_node(settings)
+    console.print(
+        f"triage node {settings.ae_title} on {settings.host}:{node.port}; "
+        f"results to {settings.pacs or 'the outbox (TRIAGE_PACS not set)'}"
+    )
+    _wait_for_signal()
+    console.print("stopping: finishing the study in hand")
+    node.stop()
+
+
+def _start_node(settings: Settings) -> tuple[TriageNode, Services]:
+    from triage.runtime import configure_prefect
+
+    configure_prefect(settings)
+    from flows.triage import deliver_outbox, triage_study, use_services
+    from triage.node import TriageNode as Node
+    from triage.services import Services as Svc
+
+    svc = Svc.open(settings)
+    use_services(svc)
+    node = Node(svc, run_study=triage_study, run_delivery=deliver_outbox)
+    node.start()
+    return node, svc
+
+
+def _wait_for_signal() -> None:
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+@app.command()
+def worklist(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the studies: urgent first, then by arrival time."""
+    from triage.catalogue import Catalogue
+    from triage.worklist.view import worklist_json, worklist_table
+
+    settings = load_settings()
+    rows = Catalogue(settings.database_url).worklist()
+    if as_json:
+        sys.stdout.write(json.dumps(worklist_json(rows), indent=2) + "\n")
+    else:
+        console.print(worklist_table(rows, console.width))
+
+
+@app.command()
+def send(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders to send.")],
+    to: Annotated[str, typer.Option(help="Destination as AE@host:port.")],
+    calling_ae: Annotated[str, typer.Option(help="Our AE title.")] = "TRIAGE_SCU",
+) -> None:
+    """Send DICOM files over C-STORE (a small modality stand-in)."""
+    import pydicom
+
+    from triage.dicom.send import is_success, store_datasets
+
+    node = parse_node("--to", to)
+    if node is None:
+        raise TriageError("--to is empty: give AE@host:port")
+    files = sorted(
+        p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()
+    )
+    datasets = [pydicom.dcmread(f) for f in files]
+    statuses = store_datasets(node, datasets, calling_ae)
+    failed = [
+        f"{f.name}: 0x{s:04X}" for f, s in zip(files, statuses, strict=True) if not is_success(s)
+    ]
+    console.print(f"sent {len(files) - len(failed)} of {len(files)} file(s) to {node}")
+    if failed:
+        errors.print("failed: " + ", ".join(failed))
+        raise typer.Exit(1)
+
+
+@app.command()
+def rerun(study_instance_uid: str) -> None:
+    """Triage a study again (e.g. after it was *not analysed*)."""
+    from triage.catalogue import Catalogue
+
+    settings = load_settings()
+    if not Catalogue(settings.database_url).reopen(study_instance_uid):
+        raise TriageError(f"study {study_instance_uid} is not in the catalogue")
+    console.print("queued: a running `triage serve` triages it after the quiet period")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List SRs in the outbox with their state, tries and last error."""
+    from triage.catalogue import Catalogue
+
+    rows = Catalogue(load_settings().database_url).deliveries()
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                [{**vars(r), "next_attempt_at": r.next_attempt_at.isoformat()} for r in rows],
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    for r in rows:
+        console.print(
+            f"{r.id:5} {r.state:9} tries={r.attempts:<3} {r.destination} "
+            f"{r.sop_instance_uid} {r.last_error or ''}"
+        )
+
+
+@outbox_app.command("retry")
+def outbox_retry() -> None:
+    """Queue every dead-lettered SR again (after the PACS is back)."""
+    from triage.catalogue import Catalogue
+    from triage.deliver import retry_dead
+
+    count = retry_dead(Catalogue(load_settings().database_url))
+    console.print(f"{count} delivery(ies) queued again")
+
+
+@app.command()
+def demo(
+    studies: Annotated[int, typer.Option(help="Number of analysable studies to send.")] = 6,
+) -> None:
+    """Receive synthetic head CTs, triage them, deliver SRs and show the worklist."""
+    from triage.demo import run_demo
+
+    settings = _settings()
+    raise typer.Exit(run_demo(settings, studies, console))
+
+
+def main() -> None:
+    try:
+        app()
+    except TriageError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The running node: receiver, completion watcher, triage worker and delivery, together.
+
+The watcher finds studies quiet for ``TRIAGE_QUIET_SECONDS``, claims each one and hands it to a
+single triage worker (one study at a time keeps the device's memory bounded). Delivery retries
+run on their own schedule. ``stop()`` finishes the study in hand and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from triage.catalogue import utcnow
+from triage.deliver import deliver_due
+from triage.dicom.receive import Receiver
+from triage.results import Priority
+from triage.services import Services
+
+log = logging.getLogger(__name__)
+
+StudyRunner = Callable[[str, int], object]
+DeliveryRunner = Callable[[], object]
+
+
+class TriageNode:
+    def __init__(
+        self,
+        svc: Services,
+        run_study: StudyRunner,
+        run_delivery: DeliveryRunner | None = None,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.svc = svc
+        self.run_study = run_study
+        self.run_delivery = run_delivery or (
+            lambda: deliver_due(svc.store, svc.catalogue, svc.settings)
+        )
+        self.poll_seconds = poll_seconds
+        self.receiver = Receiver(svc.store, svc.catalogue, svc.settings.ae_title)
+        self._stop = threading.Event()
+        self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.triaged = 0
+
+    def start(self) -> None:
+        requeued = self.svc.catalogue.requeue_interrupted()
+        if requeued:
+            log.warning(
+                "%d study(ies) interrupted by a restart will be triaged again", len(requeued)
+            )
+        self.receiver.start(self.svc.settings.host, self.svc.settings.port)
+        for name, target in (
+            ("watcher", self._watch),
+            ("triage", self._work),
+            ("delivery", self._deliver),
+        ):
+            thread = threading.Thread(target=target, name=f"triage-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def port(self) -> int:
+        return self.receiver.port
+
+    def stop(self, timeout: float = 60) -> None:
+        self.receiver.stop()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def _watch(self) -> None:
+        quiet = self.svc.settings.quiet_seconds
+        while not self._stop.is_set():
+            try:
+                for study_uid in self.svc.catalogue.quiet_studies(quiet, utcnow()):
+                    generation = self.svc.catalogue.claim_for_triage(study_uid, quiet)
+                    if generation is not None:
+                        self._queue.put((study_uid, generation))
+            except Exception:
+                log.exception("completion watcher failed; retrying")
+            self._stop.wait(self.poll_seconds)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                study_uid, generation = self._queue.get(timeout=self.poll_seconds)
+            except queue.Empty:
+                continue
+            try:
+                self.run_study(study_uid, generation)
+                self.triaged += 1
+            except Exception as exc:  # fail safe: the study shows as not analysed, others go on
+                log.exception("triage run failed")
+                self.svc.catalogue.finish_triage(
+                    study_uid,
+                    generation,
+                    [],
+                    Priority.NOT_ANALYSED,
+                    f"internal error during triage ({type(exc).__name__}); see the node's log, "
+                    "then run `triage rerun`",
+                )
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.svc.catalogue.due_deliveries(limit=1):
+                    self.run_delivery()
+            except Exception:
+                log.exception("delivery run failed; retrying")
+            self._stop.wait(max(self.poll_seconds, 1.0))

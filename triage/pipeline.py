@@ -1,0 +1,204 @@
+"""Triage of one complete study, as plain functions that the Prefect flow wraps.
+
+plan -> analyse (assemble, preprocess, infer) per model -> report (SR into the store and the
+outbox) -> finish (priority into the catalogue). Each failure that concerns one study becomes
+*not analysed* with a reason; it never stops other studies.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+
+import pydicom
+
+from triage import __version__
+from triage.dicom.sr import build_triage_sr, sr_uids
+from triage.dicom.volume import assemble_volume
+from triage.errors import ModelError, NotAVolumeError, StorageError, TriageError
+from triage.inference import probability
+from triage.preprocess import model_input
+from triage.priority import priority_for, study_priority
+from triage.results import ModelResult, Priority
+from triage.selection import select_series
+from triage.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which series a model will run on, or why it will not run."""
+
+    model_name: str
+    series_instance_uid: str | None
+    reason: str = ""
+
+
+@dataclass
+class Analysis:
+    model_name: str
+    result: ModelResult | None
+    reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def plan_study(svc: Services, study_uid: str) -> list[Assignment]:
+    if not svc.models:
+        return [Assignment("", None, "no model is registered on this node")]
+    candidates = svc.catalogue.series_of(study_uid)
+    plan = []
+    for model in svc.models:
+        series, reason = select_series(model.rule, candidates)
+        plan.append(Assignment(model.name, series.series_instance_uid if series else None, reason))
+    return plan
+
+
+def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
+    """Assemble the series, run the model, turn its probability into a priority."""
+    model = svc.model(assignment.model_name)
+    if assignment.series_instance_uid is None:
+        return Analysis(model.name, None, assignment.reason)
+    keys = next(
+        (
+            s.keys
+            for s in svc.catalogue.series_of(study_uid)
+            if s.series_instance_uid == assignment.series_instance_uid
+        ),
+        (),
+    )
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        volume = assemble_volume(svc.store.get, keys)
+        t1 = time.perf_counter()
+        x = model_input(volume.array, volume.affine_lps, model.input, svc.device)
+        if svc.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(svc.device)
+        t2 = time.perf_counter()
+        p = probability(model, x, svc.device)
+        t3 = time.perf_counter()
+    except NotAVolumeError as exc:
+        return Analysis(
+            model.name,
+            None,
+            f"series {_series_label(svc, study_uid, assignment)} is not a volume: {exc}",
+        )
+    except (ModelError, StorageError) as exc:
+        return Analysis(model.name, None, str(exc))
+    except MemoryError:
+        return Analysis(model.name, None, f"out of memory while running {model.name}")
+    timings = {"assemble_s": t1 - t0, "preprocess_s": t2 - t1, "infer_s": t3 - t2}
+    result = ModelResult(
+        model_name=model.name,
+        model_version=model.version,
+        finding=model.finding,
+        probability=p,
+        threshold=model.threshold,
+        priority=priority_for(p, model.threshold, model.positive_priority),
+        series_instance_uid=volume.series_instance_uid,
+    )
+    log.info(
+        "model %s %s: p=%.3f -> %s (%.2fs)",
+        model.name,
+        model.version,
+        p,
+        result.priority.value,
+        t3 - t0,
+    )
+    return Analysis(model.name, result, "", timings)
+
+
+def _series_label(svc: Services, study_uid: str, assignment: Assignment) -> str:
+    for s in svc.catalogue.series_of(study_uid):
+        if s.series_instance_uid == assignment.series_instance_uid:
+            return s.series_number or s.series_description or "?"
+    return "?"
+
+
+def report(svc: Services, study_uid: str, results: list[ModelResult]) -> dict[tuple[str, str], str]:
+    """Write one SR per analysed model into the store and queue it for the PACS.
+
+    Returns the SR SOPInstanceUID per (model, version).
+    """
+    written: dict[tuple[str, str], str] = {}
+    for result in results:
+        if result.priority is Priority.NOT_ANALYSED:
+            continue
+        series = next(
+            s
+            for s in svc.catalogue.series_of(study_uid)
+            if s.series_instance_uid == result.series_instance_uid
+        )
+        headers = [
+            pydicom.dcmread(io.BytesIO(svc.store.get(key)), stop_before_pixels=True)
+            for key in series.keys
+        ]
+        sr = build_triage_sr(headers, [result], software_version=__version__)
+        uids = sr_uids(
+            study_uid, result.model_name, result.model_version, [result.series_instance_uid]
+        )
+        buffer = io.BytesIO()
+        sr.save_as(buffer, enforce_file_format=True)
+        key = f"results/{study_uid}/{uids.sop_instance_uid}.dcm"
+        svc.store.put(key, buffer.getvalue())
+        if svc.settings.pacs is not None:
+            svc.catalogue.enqueue_delivery(
+                study_uid, uids.sop_instance_uid, key, str(svc.settings.pacs)
+            )
+        written[(result.model_name, result.model_version)] = uids.sop_instance_uid
+    return written
+
+
+def finish(
+    svc: Services,
+    study_uid: str,
+    generation: int,
+    analyses: list[Analysis],
+    sr_written: dict[tuple[str, str], str],
+    timings: dict[str, float],
+) -> Priority:
+    results = [a.result for a in analyses if a.result is not None]
+    priority = study_priority(results)
+    reasons = [
+        f"{a.model_name}: {a.reason}" if a.model_name else a.reason
+        for a in analyses
+        if a.result is None and a.reason
+    ]
+    reason = "; ".join(reasons) if priority is Priority.NOT_ANALYSED else None
+    current = svc.catalogue.finish_triage(
+        study_uid, generation, results, priority, reason, sr_written, timings
+    )
+    if not current:
+        log.info("study received new images during triage; it will be triaged again")
+    return priority
+
+
+def triage_study(svc: Services, study_uid: str, generation: int) -> Priority:
+    """The whole triage of one study without Prefect (tests and the plain runner use it)."""
+    t0 = time.perf_counter()
+    analyses = [
+        analyse(svc, study_uid, a) if a.model_name else Analysis("", None, a.reason)
+        for a in plan_study(svc, study_uid)
+    ]
+    try:
+        written = report(svc, study_uid, [a.result for a in analyses if a.result])
+    except (TriageError, OSError) as exc:
+        log.error("could not write the report: %s", exc)
+        analyses = [Analysis(a.model_name, None, f"report failed: {exc}") for a in analyses]
+        written = {}
+    timings = merge_timings(analyses)
+    timings["triage_s"] = time.perf_counter() - t0
+    return finish(svc, study_uid, generation, analyses, written, timings)
+
+
+def merge_timings(analyses: list[Analysis]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for a in analyses:
+        for k, v in a.timings.items():
+            out[k] = out.get(k, 0.0) + v
+    return out

@@ -1,0 +1,1 @@
+"""The worklist: studies in the order a radiologist should read them."""

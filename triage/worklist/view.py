@@ -1,0 +1,94 @@
+"""Worklist rows as JSON (stable keys, documented in the README) and as a terminal table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from triage.catalogue import WorklistRow
+
+_STYLE = {"urgent": "bold red", "routine": "green", "not analysed": "yellow"}
+
+
+def worklist_json(rows: Sequence[WorklistRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "study_instance_uid": r.study_instance_uid,
+            "accession_number": r.accession_number,
+            "modality": r.modality,
+            "study_description": r.study_description,
+            "state": r.state,
+            "priority": r.priority,
+            "reason": r.reason,
+            "received_at": r.received_at.isoformat() + "Z",
+            "triaged_at": r.triaged_at.isoformat() + "Z" if r.triaged_at else None,
+            "instances": r.instances,
+            "findings": [
+                {
+                    "name": f.name,
+                    "code": f.code,
+                    "probability": round(f.probability, 4),
+                    "threshold": f.threshold,
+                    "priority": f.priority,
+                    "model": f.model_name,
+                    "version": f.model_version,
+                }
+                for f in sorted(r.findings, key=lambda f: -f.probability)
+            ],
+        }
+        for r in rows
+    ]
+
+
+def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
+    """One line per study; reasons for *not analysed* go in numbered notes under the table.
+
+    Below 110 columns the study description and arrival time are left out so that what
+    matters (priority, accession, finding, state) stays readable.
+    """
+    wide = width >= 110
+    table = Table(
+        title="Worklist: most urgent first, then by arrival",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+    )
+    names = ["#", "Priority", "Accession", "Study", "Top finding", "P", "State", "Received"]
+    if not wide:
+        names = [n for n in names if n not in ("Study", "Received")]
+    for name in names:
+        table.add_column(
+            name,
+            no_wrap=name != "Study",
+            overflow="ellipsis",
+            justify="right" if name in ("#", "P") else "left",
+        )
+    notes: list[str] = []
+    for i, r in enumerate(rows, 1):
+        top = r.top_finding
+        priority = r.priority or "pending"
+        state = r.state
+        if r.reason:
+            notes.append(
+                f"[{len(notes) + 1}] {r.accession_number or r.study_instance_uid}: {r.reason}"
+            )
+            state = f"{state} [{len(notes)}]" if wide else f"see [{len(notes)}]"
+        cells: dict[str, str | Text] = {
+            "#": str(i),
+            "Priority": Text(priority, style=_STYLE.get(priority, "")),
+            "Accession": r.accession_number or "-",
+            "Study": " ".join(x for x in (r.modality, r.study_description) if x) or "-",
+            "Top finding": top.name if top else "-",
+            "P": f"{top.probability:.2f}" if top else "-",
+            "State": state,
+            "Received": r.received_at.strftime("%H:%M:%S"),
+        }
+        table.add_row(*(cells[n] for n in names))
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
+    return table
