@@ -1,0 +1,55 @@
+"""Shared fixtures: real data location, Orthanc as the PACS, one Prefect test harness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+
+# Prefect: embedded API, no telemetry, quiet; set before any test imports prefect
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real DICOM files from ../shared/data/dicom; the test skips when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real DICOM data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One Orthanc for the session (tests clean up what they put in it by study UID)."""
+    from orthanc import ORTHANC, Orthanc
+
+    if ORTHANC is None:
+        pytest.skip("Orthanc is not installed (Debian package orthanc)")
+    pacs = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    pacs.start()
+    yield pacs
+    pacs.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test harness (a temporary embedded API) for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed")
+    return path
