@@ -1,4 +1,4 @@
-"""The model input: shape, dtype, device, HU window, and independence from the stored orientation."""
+"""The model input: shape, dtype, device, HU window, independence from the stored orientation."""
 
 from __future__ import annotations
 
@@ -81,7 +81,9 @@ def test_large_volume_is_quick() -> None:
 
 
 def test_input_spec_from_dict() -> None:
-    spec = InputSpec.from_dict({"pixdim": [2.5, 2.5, 5], "spatial_size": [96, 96, 32], "window": [0, 100]})
+    spec = InputSpec.from_dict(
+        {"pixdim": [2.5, 2.5, 5], "spatial_size": [96, 96, 32], "window": [0, 100]}
+    )
     assert spec == InputSpec((2.5, 2.5, 5.0), (96, 96, 32), (0.0, 100.0))
     assert InputSpec.from_dict(spec.as_dict()) == spec
 

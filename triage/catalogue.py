@@ -276,9 +276,7 @@ class Catalogue:
             ):
                 return False
             now = utcnow()
-            study = s.scalar(
-                select(Study).where(Study.study_instance_uid == rec.study_instance_uid)
-            )
+            study = _study(s, rec.study_instance_uid)
             if study is None:
                 study = Study(
                     study_instance_uid=rec.study_instance_uid,
@@ -352,7 +350,7 @@ class Catalogue:
         """Move a study to triaging; returns its generation, or None if someone else has it."""
 
         def work(s: Session) -> int | None:
-            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            study = _study(s, study_uid)
             if study is None or study.state == TRIAGING:
                 return None
             if quiet_seconds is not None:
@@ -385,7 +383,7 @@ class Catalogue:
 
     def series_of(self, study_uid: str) -> list[SeriesSummary]:
         with self.session() as s:
-            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            study = _study(s, study_uid)
             if study is None:
                 return []
             out = []
@@ -423,7 +421,7 @@ class Catalogue:
         """Record the outcome; False when new instances arrived meanwhile (it will re-run)."""
 
         def work(s: Session) -> bool:
-            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            study = _study(s, study_uid)
             if study is None or study.generation != generation or study.state != TRIAGING:
                 return False  # a newer run owns the study: leave its results alone
             for res in results:
@@ -463,7 +461,7 @@ class Catalogue:
         """Queue a study for another triage run (`triage rerun`)."""
 
         def work(s: Session) -> bool:
-            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            study = _study(s, study_uid)
             if study is None:
                 return False
             study.state = RECEIVING
@@ -478,7 +476,7 @@ class Catalogue:
         """Put an SR in the outbox; re-enqueuing the same SR resets it to pending."""
 
         def work(s: Session) -> None:
-            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            study = _study(s, study_uid)
             if study is None:
                 raise StorageError(f"study {study_uid} is not in the catalogue")
             row = s.scalar(
@@ -615,7 +613,7 @@ class Catalogue:
 
     def add_timings(self, study_uid: str, timings: dict[str, float]) -> None:
         def work(s: Session) -> None:
-            study = s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+            study = _study(s, study_uid)
             if study is not None:
                 study.timings = json.dumps(
                     {**json.loads(study.timings or "{}"), **timings}, sort_keys=True
@@ -640,6 +638,10 @@ class Catalogue:
             }
             instances = s.scalar(select(func.count(Instance.id))) or 0
         return {"instances": instances, **by_state}
+
+
+def _study(s: Session, study_uid: str) -> Study | None:
+    return s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
 
 
 def _delivery_row(d: Delivery, study_uid: str) -> DeliveryRow:
