@@ -80,6 +80,12 @@ def triage_study(study_uid: str, generation: int) -> str:
     return priority.value
 
 
+@flow(name="warm-up")
+def warm_up() -> None:
+    """A no-op flow run: starts Prefect's embedded API when the node starts, not on the first
+    study."""
+
+
 @flow(name="deliver-outbox")
 def deliver_outbox() -> dict[str, Any]:
     """Retry every outbox item that is due."""

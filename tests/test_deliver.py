@@ -265,7 +265,7 @@ def test_destination_that_does_not_take_srs(
     [row] = node.catalogue.deliveries()
     assert (row.state, row.attempts) == (PENDING, 1)
     assert row.last_error
-    assert list(peer.store.keys()) == []
+    assert list(peer.store.keys("raw/")) == []
 
 
 def test_sr_missing_from_the_store_is_an_attempt_failure(node: Node, pacs: StandInPacs) -> None:

@@ -83,13 +83,13 @@ def _start_node(settings: Settings) -> tuple[TriageNode, Services]:
     from triage.runtime import configure_prefect
 
     configure_prefect(settings)
-    from flows.triage import deliver_outbox, triage_study, use_services
+    from flows.triage import deliver_outbox, triage_study, use_services, warm_up
     from triage.node import TriageNode as Node
     from triage.services import Services as Svc
 
     svc = Svc.open(settings)
     use_services(svc)
-    node = Node(svc, run_study=triage_study, run_delivery=deliver_outbox)
+    node = Node(svc, run_study=triage_study, run_delivery=deliver_outbox, warm_up=warm_up)
     node.start()
     return node, svc
 

@@ -31,6 +31,7 @@ class TriageNode:
         run_study: StudyRunner,
         run_delivery: DeliveryRunner | None = None,
         poll_seconds: float = 0.5,
+        warm_up: Callable[[], object] | None = None,
     ) -> None:
         self.svc = svc
         self.run_study = run_study
@@ -38,6 +39,7 @@ class TriageNode:
             lambda: deliver_due(svc.store, svc.catalogue, svc.settings)
         )
         self.poll_seconds = poll_seconds
+        self.warm_up = warm_up
         self.receiver = Receiver(svc.store, svc.catalogue, svc.settings.ae_title)
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
@@ -87,6 +89,11 @@ class TriageNode:
             self._stop.wait(self.poll_seconds)
 
     def _work(self) -> None:
+        if self.warm_up is not None:  # e.g. start Prefect's embedded API before the first study
+            try:
+                self.warm_up()
+            except Exception:
+                log.exception("warm-up failed; the first study will pay the start-up cost")
         while not self._stop.is_set():
             try:
                 study_uid, generation = self._queue.get(timeout=self.poll_seconds)

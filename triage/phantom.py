@@ -319,7 +319,7 @@ def _paint_lesion(
     for _ in range(int(rng.integers(2, 6))):
         d = rng.standard_normal(3)
         off = d / np.linalg.norm(d) * radius * rng.uniform(0.2, 0.5)
-        rad = max(0.5, min(radius - np.linalg.norm(off), radius * rng.uniform(0.35, 0.6)))
+        rad = max(0.5, min(radius - float(np.linalg.norm(off)), radius * rng.uniform(0.35, 0.6)))
         mask |= (bx - off[0]) ** 2 + (by - off[1]) ** 2 + (bz - off[2]) ** 2 <= rad * rad
     sub = hu[box]
     inside = mask & (sub > 0.0) & (sub < 60.0)  # brain or CSF, never bone or scalp air

@@ -35,16 +35,17 @@ class InputSpec:
         """Read the "input" section of a model's triage.json."""
         if not isinstance(d, Mapping):
             raise ModelError(f"model input spec must be a JSON object, got {type(d).__name__}")
-        pixdim = tuple(_numbers(d, "pixdim", 3, float))
-        size = tuple(_numbers(d, "spatial_size", 3, int))
-        window = tuple(_numbers(d, "window", 2, float))
+        p = _numbers(d, "pixdim", 3, float)
+        n = _numbers(d, "spatial_size", 3, int)
+        w = _numbers(d, "window", 2, float)
+        pixdim, size, window = (p[0], p[1], p[2]), (n[0], n[1], n[2]), (w[0], w[1])
         if min(pixdim) <= 0:
             raise ModelError(f'model input "pixdim" must be positive mm, got {list(pixdim)}')
         if min(size) < 1:
             raise ModelError(f'model input "spatial_size" must be positive, got {list(size)}')
         if window[0] >= window[1]:
             raise ModelError(f'model input "window" must be [low, high] HU, got {list(window)}')
-        return cls(pixdim=pixdim, spatial_size=size, window=window)  # type: ignore[arg-type]
+        return cls(pixdim=pixdim, spatial_size=size, window=window)
 
     def as_dict(self) -> dict[str, list[float] | list[int]]:
         return {
@@ -102,6 +103,10 @@ def model_input(
     ``hu`` is indexed [column, row, slice] and ``affine_lps`` maps voxel indices to LPS mm. The
     volume is reoriented to RAS, resampled to ``spec.pixdim`` (bilinear), windowed to [0, 1]
     with clipping and centre-cropped or zero-padded to ``spec.spatial_size``.
+
+    Before the bilinear resampling, voxels are averaged in blocks of whole voxels no larger
+    than the target voxel: bilinear interpolation alone samples a fine grid without averaging
+    it, which keeps all the noise of thin slices and small pixels and aliases small details.
     """
     hu = np.asarray(hu)
     affine = np.asarray(affine_lps, dtype=np.float64)
@@ -109,16 +114,16 @@ def model_input(
         raise ModelError(f"model input must be a 3D volume, got shape {hu.shape}")
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ModelError(f"affine_lps must be a finite 4x4 matrix, got shape {affine.shape}")
-    data = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None]
+    # On the device first, so the reorientation and resampling run there (CUDA when present).
+    data = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None].to(device)
     image = MetaTensor(data, affine=torch.from_numpy(LPS_TO_RAS @ affine))
-    image = image.to(device)
     low, high = spec.window
     with torch.no_grad():
-        image = _to_ras(image)
-        image = Spacing(pixdim=spec.pixdim, mode="bilinear", padding_mode="border")(image)
-        image = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)(image)
-        image = ResizeWithPadOrCrop(spatial_size=spec.spatial_size, mode="constant")(image)
-    out = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+        x: Any = _box_downsample(_to_ras(image), spec.pixdim)
+        x = Spacing(pixdim=spec.pixdim, mode="bilinear", padding_mode="border")(x)
+        x = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)(x)
+        x = ResizeWithPadOrCrop(spatial_size=spec.spatial_size, mode="constant")(x)
+    out = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
     return out.to(device=device, dtype=torch.float32).contiguous()[None]
 
 
@@ -154,3 +159,24 @@ def _to_ras(image: MetaTensor) -> MetaTensor:
         data = torch.flip(data, dims=flips)
     new_affine = torch.as_tensor(affine @ transform, dtype=torch.float64)
     return MetaTensor(data.contiguous(), affine=new_affine)
+
+
+def _box_downsample(image: MetaTensor, pixdim: Sequence[float]) -> MetaTensor:
+    """Average blocks of f voxels per axis, f = floor(target / voxel size): an anti-alias prefilter.
+
+    Expects RAS-ordered axes (after `_to_ras`), so axis a is compared with ``pixdim[a]``.
+    A trailing partial block is dropped (at most f - 1 voxels at one edge).
+    """
+    affine = image.affine.detach().cpu().numpy().astype(np.float64)
+    voxel = np.linalg.norm(affine[:3, :3], axis=0)
+    shape = image.shape[1:]
+    factors = [
+        int(min(n, max(1, np.floor(target / size + 1e-6))))
+        for target, size, n in zip(pixdim, voxel, shape, strict=True)
+    ]
+    if factors == [1, 1, 1]:
+        return image
+    data = torch.nn.functional.avg_pool3d(image.as_tensor()[None], factors, stride=factors)[0]
+    transform = np.diag([*factors, 1]).astype(np.float64)  # new voxel index -> old voxel index
+    transform[:3, 3] = (np.asarray(factors) - 1) / 2.0
+    return MetaTensor(data, affine=torch.as_tensor(affine @ transform, dtype=torch.float64))

@@ -22,7 +22,9 @@ def configure_logging(level: str) -> None:
 def configure_prefect(settings: Settings) -> None:
     """Run on Prefect's ephemeral API with its database under TRIAGE_HOME, unless the operator
     pointed PREFECT_API_URL at a Prefect server. Must run before prefect is imported."""
-    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    prefect_home = settings.home / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -7,6 +7,7 @@ Data that arrived but cannot be used is kept in ``quarantine/`` with the reason,
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import uuid
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     UID,
     CTImageStorage,
@@ -60,6 +63,8 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
+
+RUNNING_MARKER = "state/receiver-running"
 
 # DIMSE C-STORE statuses (PS3.4 B.2.3) and the pynetdicom "cannot understand" code
 SUCCESS = 0x0000
@@ -256,8 +261,41 @@ class Receiver:
         ae.add_supported_context(VERIFICATION)
         return ae
 
+    def reconcile(self) -> int:
+        """Catalogue every stored instance that has no catalogue row; returns how many.
+
+        A crash or power loss can lose the last catalogue commits (they are not fsynced one by
+        one), never the stored bytes: this puts the catalogue back in line with the store.
+        """
+        known = self.catalogue.catalogued_keys("raw/")
+        added = 0
+        for key in self.store.keys("raw/"):
+            if key in known:
+                continue
+            try:
+                data = self.store.get(key)
+                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+                record = describe_instance(ds, str(ds.file_meta.TransferSyntaxUID), len(data))
+            except (StorageError, Rejected, InvalidDicomError, AttributeError) as exc:
+                log.warning("stored object %s cannot be catalogued: %s", key, exc)
+                continue
+            if record.key != key:
+                log.warning("stored object %s does not match its header; left alone", key)
+                continue
+            added += self.catalogue.record_instance(record)
+        if added:
+            log.warning("catalogued %d stored instance(s) missing after an unclean stop", added)
+        return added
+
     def start(self, host: str, port: int) -> ThreadedAssociationServer:
-        """Listen in background threads; returns the server (its port is bound)."""
+        """Listen in background threads; returns the server (its port is bound).
+
+        A marker in the store says the receiver is running; finding it at start means the last
+        run did not stop cleanly, so the catalogue is reconciled with the store first.
+        """
+        if self.store.exists(RUNNING_MARKER):
+            self.reconcile()
+        self.store.put(RUNNING_MARKER, b"running")
         ae = self.application_entity()
         handlers: list[Any] = [(evt.EVT_C_STORE, self.handle_store)]
         try:
@@ -282,3 +320,4 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+            self.store.delete(RUNNING_MARKER)
