@@ -105,12 +105,12 @@ class Orthanc:
 
     def instances_of_study(self, study_uid: str) -> list[dict[str, Any]]:
         """Every instance of the study with its main tags (via /tools/find)."""
-        query = json.dumps({"Level": "Instance", "Expand": True,
-                            "Query": {"StudyInstanceUID": study_uid}}).encode()
+        query = json.dumps(
+            {"Level": "Instance", "Expand": True, "Query": {"StudyInstanceUID": study_uid}}
+        ).encode()
         return list(self.post("/tools/find", query))
 
     def instance_file(self, orthanc_id: str) -> bytes:
         data = self.get(f"/instances/{orthanc_id}/file")
         assert isinstance(data, bytes)
         return data
-
