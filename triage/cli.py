@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,12 +57,13 @@ def receive() -> None:
     from triage.store import open_store
 
     settings = _settings()
+    stop = _stop_on_signal()
     settings.home.mkdir(parents=True, exist_ok=True)
     receiver = Receiver(
         open_store(settings.store), Catalogue(settings.database_url), settings.ae_title
     )
     receiver.start(settings.host, settings.port)
-    _wait_for_signal()
+    stop.wait()
     receiver.stop()
 
 
@@ -69,12 +71,13 @@ def receive() -> None:
 def serve() -> None:
     """Run the whole node: receiver, completion watcher, triage and delivery."""
     settings = _settings()
+    stop = _stop_on_signal()
     node, _svc = _start_node(settings)
     console.print(
         f"triage node {settings.ae_title} on {settings.host}:{node.port}; "
         f"results to {settings.pacs or 'the outbox (TRIAGE_PACS not set)'}"
     )
-    _wait_for_signal()
+    stop.wait()
     console.print("stopping: finishing the study in hand")
     node.stop()
 
@@ -94,13 +97,12 @@ def _start_node(settings: Settings) -> tuple[TriageNode, Services]:
     return node, svc
 
 
-def _wait_for_signal() -> None:
-    import threading
-
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGTERM or SIGINT; install it before anything starts listening."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    return stop
 
 
 @app.command()

@@ -53,6 +53,9 @@ class TriageNode:
                 "%d study(ies) interrupted by a restart will be triaged again", len(requeued)
             )
         self.receiver.start(self.svc.settings.host, self.svc.settings.port)
+        if self.warm_up is not None:  # e.g. start Prefect's embedded API before the first study
+            # not joined on stop: a warm-up in progress must not delay a SIGTERM
+            threading.Thread(target=self._warm_up, name="triage-warm-up", daemon=True).start()
         for name, target in (
             ("watcher", self._watch),
             ("triage", self._work),
@@ -88,12 +91,14 @@ class TriageNode:
                 log.exception("completion watcher failed; retrying")
             self._stop.wait(self.poll_seconds)
 
+    def _warm_up(self) -> None:
+        assert self.warm_up is not None
+        try:
+            self.warm_up()
+        except Exception:
+            log.exception("warm-up failed; the first study will pay the start-up cost")
+
     def _work(self) -> None:
-        if self.warm_up is not None:  # e.g. start Prefect's embedded API before the first study
-            try:
-                self.warm_up()
-            except Exception:
-                log.exception("warm-up failed; the first study will pay the start-up cost")
         while not self._stop.is_set():
             try:
                 study_uid, generation = self._queue.get(timeout=self.poll_seconds)
