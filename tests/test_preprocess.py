@@ -70,6 +70,17 @@ def test_patient_left_ends_up_at_low_ras_index() -> None:
     assert i.numel() > 0 and int(i.max()) < 20
 
 
+def test_fine_grid_noise_is_averaged_not_sampled() -> None:
+    rng = np.random.default_rng(0)
+    hu = (30.0 + 10.0 * rng.standard_normal((200, 200, 40))).astype(np.float32)
+    affine = np.diag([0.5, 0.5, 1.25, 1.0])
+    spec = InputSpec(pixdim=(2.5, 2.5, 5.0), spatial_size=(32, 32, 8), window=(0.0, 100.0))
+    x = model_input(hu, affine, spec, CPU)
+    assert abs(float(x.mean()) - 0.3) < 0.01
+    # One HU sample has sd 0.1 after windowing; a 5 x 5 x 4 block average has sd 0.01.
+    assert float(x.std()) < 0.03
+
+
 def test_large_volume_is_quick() -> None:
     hu = np.full((512, 512, 200), 30.0, dtype=np.float32)
     affine = np.diag([0.45, 0.45, 0.7, 1.0])
