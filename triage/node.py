@@ -40,6 +40,9 @@ class TriageNode:
         )
         self.poll_seconds = poll_seconds
         self.warm_up = warm_up
+        self._warmed = threading.Event()
+        if warm_up is None:
+            self._warmed.set()
         self.receiver = Receiver(svc.store, svc.catalogue, svc.settings.ae_title)
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
@@ -97,8 +100,12 @@ class TriageNode:
             self.warm_up()
         except Exception:
             log.exception("warm-up failed; the first study will pay the start-up cost")
+        finally:
+            self._warmed.set()
 
     def _work(self) -> None:
+        if not self._wait_for_warm_up():
+            return
         while not self._stop.is_set():
             try:
                 study_uid, generation = self._queue.get(timeout=self.poll_seconds)
@@ -120,7 +127,17 @@ class TriageNode:
             finally:
                 self._queue.task_done()
 
+    def _wait_for_warm_up(self) -> bool:
+        """False when the node stops first. Two flow runs starting Prefect's embedded API at
+        once make one of them fail, so no flow runs before the warm-up is over."""
+        while not self._warmed.wait(self.poll_seconds):
+            if self._stop.is_set():
+                return False
+        return True
+
     def _deliver(self) -> None:
+        if not self._wait_for_warm_up():
+            return
         while not self._stop.is_set():
             try:
                 if self.svc.catalogue.due_deliveries(limit=1):
