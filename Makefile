@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 demo: setup
 	$(BIN)/triage demo
 
-test: setup system-deps lint typecheck
+test: setup system-deps  # ruff and mypy run inside the tests (tests/test_code_quality.py)
 	$(BIN)/pytest
 
 setup: $(VENV)/.installed

@@ -299,23 +299,6 @@ def test_stored_file_is_part10_with_the_negotiated_transfer_syntax(
     assert not [p for p in receiver.store.root.rglob(".incoming-*")]
 
 
-def test_on_stored_is_called_once_per_new_instance(
-    tmp_path: Path, series: list[Dataset], stopper: list[threading.Thread]
-) -> None:
-    seen: list[InstanceRecord] = []
-    catalogue = Catalogue(f"sqlite:///{tmp_path / 'c.db'}")
-    rx = Receiver(LocalStore(tmp_path / "s"), catalogue, "TRIAGE", on_stored=seen.append)
-    rx.start("127.0.0.1", 0)
-    try:
-        assert send(rx.port, series[:3]) == [SUCCESS] * 3
-        assert send(rx.port, series[:3]) == [SUCCESS] * 3
-    finally:
-        stop_later(stopper, rx, catalogue)
-    assert [r.sop_instance_uid for r in seen] == [str(ds.SOPInstanceUID) for ds in series[:3]]
-    assert seen[0].transfer_syntax_uid == ExplicitVRLittleEndian
-    assert seen[0].size == len(rx.store.get(seen[0].key))
-
-
 def test_verification_echo_succeeds(receiver: Receiver) -> None:
     assoc = associate(receiver.port, sop_classes=["1.2.840.10008.1.1"])
     assert assoc.is_established

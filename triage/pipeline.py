@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 
 import pydicom
+import torch
 
 from triage import __version__
 from triage.dicom.sr import build_triage_sr, sr_uids
 from triage.dicom.volume import assemble_volume
-from triage.errors import ModelError, NotAVolumeError, StorageError, TriageError
+from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.inference import probability
 from triage.preprocess import model_input
 from triage.priority import priority_for, study_priority
@@ -61,33 +62,29 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
     model = svc.model(assignment.model_name)
     if assignment.series_instance_uid is None:
         return Analysis(model.name, None, assignment.reason)
-    keys = next(
+    series = next(
         (
-            s.keys
+            s
             for s in svc.catalogue.series_of(study_uid)
             if s.series_instance_uid == assignment.series_instance_uid
         ),
-        (),
+        None,
     )
-    timings: dict[str, float] = {}
+    if series is None:
+        return Analysis(model.name, None, "the selected series is no longer in the catalogue")
     try:
         t0 = time.perf_counter()
-        volume = assemble_volume(svc.store.get, keys)
+        volume = assemble_volume(svc.store.get, series.keys)
         t1 = time.perf_counter()
         x = model_input(volume.array, volume.affine_lps, model.input, svc.device)
         if svc.device.type == "cuda":
-            import torch
-
             torch.cuda.synchronize(svc.device)
         t2 = time.perf_counter()
         p = probability(model, x, svc.device)
         t3 = time.perf_counter()
     except NotAVolumeError as exc:
-        return Analysis(
-            model.name,
-            None,
-            f"series {_series_label(svc, study_uid, assignment)} is not a volume: {exc}",
-        )
+        label = series.series_number or series.series_description or "?"
+        return Analysis(model.name, None, f"series {label} is not a volume: {exc}")
     except (ModelError, StorageError) as exc:
         return Analysis(model.name, None, str(exc))
     except MemoryError:
@@ -111,13 +108,6 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         t3 - t0,
     )
     return Analysis(model.name, result, "", timings)
-
-
-def _series_label(svc: Services, study_uid: str, assignment: Assignment) -> str:
-    for s in svc.catalogue.series_of(study_uid):
-        if s.series_instance_uid == assignment.series_instance_uid:
-            return s.series_number or s.series_description or "?"
-    return "?"
 
 
 def report(svc: Services, study_uid: str, results: list[ModelResult]) -> dict[tuple[str, str], str]:
@@ -176,24 +166,6 @@ def finish(
     if not current:
         log.info("study received new images during triage; it will be triaged again")
     return priority
-
-
-def triage_study(svc: Services, study_uid: str, generation: int) -> Priority:
-    """The whole triage of one study without Prefect (tests and the plain runner use it)."""
-    t0 = time.perf_counter()
-    analyses = [
-        analyse(svc, study_uid, a) if a.model_name else Analysis("", None, a.reason)
-        for a in plan_study(svc, study_uid)
-    ]
-    try:
-        written = report(svc, study_uid, [a.result for a in analyses if a.result])
-    except (TriageError, OSError) as exc:
-        log.error("could not write the report: %s", exc)
-        analyses = [Analysis(a.model_name, None, f"report failed: {exc}") for a in analyses]
-        written = {}
-    timings = merge_timings(analyses)
-    timings["triage_s"] = time.perf_counter() - t0
-    return finish(svc, study_uid, generation, analyses, written, timings)
 
 
 def merge_timings(analyses: list[Analysis]) -> dict[str, float]:

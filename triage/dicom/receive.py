@@ -11,7 +11,6 @@ import io
 import logging
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -187,12 +186,10 @@ class Receiver:
         store: ObjectStore,
         catalogue: Catalogue,
         ae_title: str,
-        on_stored: Callable[[InstanceRecord], None] | None = None,
     ) -> None:
         self.store = store
         self.catalogue = catalogue
         self.ae_title = ae_title
-        self.on_stored = on_stored
         self.stats = ReceiveStats()
         self._server: ThreadedAssociationServer | None = None
 
@@ -235,8 +232,6 @@ class Receiver:
             log.exception("unexpected failure while storing; answered 0xA700")
             return OUT_OF_RESOURCES
         self.stats.add("stored" if new else "duplicates")
-        if new and self.on_stored is not None:
-            self.on_stored(record)
         return SUCCESS
 
     def _quarantine(self, raw: bytes, reason: str) -> None:
