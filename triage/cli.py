@@ -199,8 +199,12 @@ def demo(
     studies: Annotated[int, typer.Option(help="Number of analysable studies to send.")] = 6,
 ) -> None:
     """Receive synthetic head CTs, triage them, deliver SRs and show the worklist."""
+    import os
+
     from triage.demo import run_demo
 
+    if "TRIAGE_LOG_LEVEL" not in os.environ:  # keep the progress bars readable
+        os.environ["TRIAGE_LOG_LEVEL"] = "WARNING"
     settings = _settings()
     raise typer.Exit(run_demo(settings, studies, console))
 

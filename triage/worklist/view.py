@@ -82,7 +82,10 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
             "Priority": Text(priority, style=_STYLE.get(priority, "")),
             "Accession": r.accession_number or "-",
             "Study": " ".join(x for x in (r.modality, r.study_description) if x) or "-",
-            "Top finding": top.name if top else "-",
+            # a probability under the threshold is not a finding: do not name it as one
+            "Top finding": (top.name if top.probability >= top.threshold else "none flagged")
+            if top
+            else "-",
             "P": f"{top.probability:.2f}" if top else "-",
             "State": state,
             "Received": r.received_at.strftime("%H:%M:%S"),
