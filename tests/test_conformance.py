@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
+from factories import phantom_ct_series
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from triage.dicom.sr import build_triage_sr
-from triage.dicom.synthetic import ct_series
-from triage.phantom import head_phantom
 from triage.results import ModelResult, Priority
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"
@@ -49,20 +47,11 @@ def documented_codes() -> set[tuple[str, str]]:
 
 
 def test_every_code_in_a_written_sr_is_in_the_conformance_statement() -> None:
-    phantom = head_phantom(np.random.default_rng(0), (32, 32, 5), (7.0, 7.0, 5.0), False)
-    headers = ct_series(
-        phantom.hu,
-        phantom.spacing,
+    headers = phantom_ct_series(
+        "test_conformance",
+        shape=(32, 32, 5),
         study_instance_uid="1.2.3.4",
         series_instance_uid="1.2.3.4.5",
-        patient_id="P",
-        patient_name="A^B",
-        accession_number="A1",
-        study_description="CT HEAD",
-        series_description="Head",
-        series_number=2,
-        study_date="20260101",
-        study_time="120000",
     )
     results = [
         ModelResult(

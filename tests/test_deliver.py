@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
+from factories import phantom_ct_series
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from triage.catalogue import DEAD, DELIVERED, PENDING, Catalogue, InstanceRecord, utcnow
 from triage.config import DicomNode, Settings, load_settings
@@ -28,9 +27,7 @@ from triage.dicom.receive import Receiver
 from triage.dicom.send import is_success, store_datasets
 from triage.dicom.sr import build_triage_sr, read_triage_sr
 from triage.dicom.standin_pacs import StandInPacs
-from triage.dicom.synthetic import ct_series
 from triage.errors import DeliveryError
-from triage.phantom import head_phantom
 from triage.results import ModelResult, Priority
 from triage.store import LocalStore
 
@@ -38,21 +35,7 @@ BACKOFF = 10.0
 
 
 def make_study(seed: int) -> list[Dataset]:
-    phantom = head_phantom(np.random.default_rng(seed), (32, 32, 4), (7.0, 7.0, 5.0), False)
-    return ct_series(
-        phantom.hu,
-        phantom.spacing,
-        study_instance_uid=generate_uid(entropy_srcs=["test_deliver", "study", str(seed)]),
-        series_instance_uid=generate_uid(entropy_srcs=["test_deliver", "series", str(seed)]),
-        patient_id=f"PID{seed}",
-        patient_name="Phantom^Head",
-        accession_number=f"ACC{seed}",
-        study_description="CT head",
-        series_description="Head 5mm",
-        series_number=2,
-        study_date="20240517",
-        study_time="120000",
-    )
+    return phantom_ct_series("test_deliver", seed)
 
 
 class Node:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from factories import phantom_ct_series
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     CTImageStorage,
@@ -43,9 +44,8 @@ from triage.dicom.receive import (
     SUCCESS,
     Receiver,
 )
-from triage.dicom.synthetic import ct_series, write_series
+from triage.dicom.synthetic import write_series
 from triage.errors import StorageError
-from triage.phantom import head_phantom
 from triage.store import LocalStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
@@ -64,22 +64,7 @@ def data_keys(receiver: Receiver) -> list[str]:
 
 
 def make_series(seed: int = 0, slices: int = SLICES) -> list[Dataset]:
-    phantom = head_phantom(np.random.default_rng(seed), (64, 64, slices), (3.5, 3.5, 5.0), False)
-    study = generate_uid(entropy_srcs=["test_receive", "study", str(seed)])
-    return ct_series(
-        phantom.hu,
-        phantom.spacing,
-        study_instance_uid=study,
-        series_instance_uid=generate_uid(entropy_srcs=["test_receive", "series", str(seed)]),
-        patient_id=f"PID{seed}",
-        patient_name="Phantom^Head",
-        accession_number=f"ACC{seed}",
-        study_description="CT head",
-        series_description="Head 5mm",
-        series_number=2,
-        study_date="20240517",
-        study_time="120000",
-    )
+    return phantom_ct_series("test_receive", seed, (64, 64, slices), (3.5, 3.5, 5.0))
 
 
 @pytest.fixture(scope="module")

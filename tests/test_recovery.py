@@ -5,31 +5,21 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
+from factories import phantom_ct_series
 
 from triage.catalogue import Catalogue
 from triage.dicom.receive import RUNNING_MARKER, Receiver
-from triage.dicom.synthetic import ct_series
-from triage.phantom import head_phantom
 from triage.store import LocalStore, instance_key
 
 
 def _instances(count: int) -> list[bytes]:
-    phantom = head_phantom(np.random.default_rng(5), (32, 32, count), (7.0, 7.0, 5.0), False)
     out = []
-    for ds in ct_series(
-        phantom.hu,
-        phantom.spacing,
+    for ds in phantom_ct_series(
+        "test_recovery",
+        5,
+        (32, 32, count),
         study_instance_uid="1.2.826.0.1.1",
         series_instance_uid="1.2.826.0.1.1.2",
-        patient_id="P",
-        patient_name="A^B",
-        accession_number="A1",
-        study_description="CT",
-        series_description="Head",
-        series_number=2,
-        study_date="20260101",
-        study_time="120000",
     ):
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)

@@ -1,0 +1,37 @@
+"""Small synthetic CT series for tests: one place that knows the ct_series arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from triage.dicom.synthetic import ct_series
+from triage.phantom import head_phantom
+
+
+def phantom_ct_series(
+    tag: str,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (32, 32, 4),
+    spacing: tuple[float, float, float] = (7.0, 7.0, 5.0),
+    **overrides: Any,
+) -> list[Dataset]:
+    """A head phantom without lesion as a CT series; UIDs derive from (tag, seed) unless given."""
+    phantom = head_phantom(np.random.default_rng(seed), shape, spacing, False)
+    attrs: dict[str, Any] = {
+        "study_instance_uid": generate_uid(entropy_srcs=[tag, "study", str(seed)]),
+        "series_instance_uid": generate_uid(entropy_srcs=[tag, "series", str(seed)]),
+        "patient_id": f"PID{seed}",
+        "patient_name": "Phantom^Head",
+        "accession_number": f"ACC{seed}",
+        "study_description": "CT head",
+        "series_description": "Head 5mm",
+        "series_number": 2,
+        "study_date": "20240517",
+        "study_time": "120000",
+        **overrides,
+    }
+    return ct_series(phantom.hu, phantom.spacing, **attrs)
