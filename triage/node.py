@@ -47,7 +47,6 @@ class TriageNode:
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self.triaged = 0
 
     def start(self) -> None:
         requeued = self.svc.catalogue.requeue_interrupted()
@@ -78,9 +77,6 @@ class TriageNode:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
-
-    def wait(self) -> None:
-        self._stop.wait()
 
     def _watch(self) -> None:
         quiet = self.svc.settings.quiet_seconds
@@ -113,7 +109,6 @@ class TriageNode:
                 continue
             try:
                 self.run_study(study_uid, generation)
-                self.triaged += 1
             except Exception as exc:  # fail safe: the study shows as not analysed, others go on
                 log.exception("triage run failed")
                 self.svc.catalogue.finish_triage(
