@@ -470,6 +470,12 @@ def triage_options(threshold: float) -> dict[str, Any]:
 
 
 def readme(m: dict[str, Any]) -> str:
+    rethreshold_note = (
+        "\nThe threshold and the figures above were then re-derived from the same weights with:"
+        f"\n\n```\n{m['rethreshold_command']}\n```\n"
+        if m.get("rethreshold_command")
+        else ""
+    )
     held = m["held_out"]
     rows = "\n".join(
         f"| {name} | {v['count']} | "
@@ -557,7 +563,7 @@ torch {m["versions"]["torch"]}, monai {m["versions"]["monai"]}):
 ```
 {m["command"]}
 ```
-
+{rethreshold_note}
 All numbers are also in `docs/metrics.json`.
 """
 
