@@ -124,13 +124,13 @@ def write_study(
     spacing: tuple[float, float, float],
     seed: int,
 ) -> StudyFiles:
-    from triage.dicom.synthetic import ct_series, localizer, write_series
+    from triage.dicom.synthetic import write_study
 
     lesion = index % 2 == 0
     hu = _phantom_hu(seed + index, shape, spacing, lesion)
     study_uid = _uid(key, "study", str(index))
     accession = f"S{seed}-{index + 1:03d}"
-    common: dict[str, Any] = dict(
+    common: dict[str, str] = dict(
         study_instance_uid=study_uid,
         patient_id=f"BENCH-{index + 1:03d}",
         patient_name=f"Bench^Patient{index + 1:03d}",
@@ -139,20 +139,14 @@ def write_study(
         study_date="20250101",
         study_time="120000",
     )
-    paths = write_series(
-        [localizer(hu, spacing, series_instance_uid=_uid(key, "scout", str(index)), **common)],
+    paths = write_study(
         folder,
-    )
-    paths += write_series(
-        ct_series(
-            hu,
-            spacing,
-            series_instance_uid=_uid(key, "axial", str(index)),
-            series_description="Head 0.8mm",
-            series_number=2,
-            **common,
-        ),
-        folder,
+        hu,
+        spacing,
+        scout_series_uid=_uid(key, "scout", str(index)),
+        series_instance_uid=_uid(key, "axial", str(index)),
+        series_description="Head 0.8mm",
+        **common,
     )
     return StudyFiles(
         folder, study_uid, accession, lesion, len(paths), sum(p.stat().st_size for p in paths)

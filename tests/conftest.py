@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,17 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="module")
+def stopper() -> Iterator[list[threading.Thread]]:
+    """Servers stop in the background (a stop waits up to 0.5 s for pynetdicom's poll loop);
+    the module waits for them at its end."""
+    stopping: list[threading.Thread] = []
+    yield stopping
+    for thread in stopping:
+        thread.join(30)
+        assert not thread.is_alive(), "a server did not stop"
 
 
 def require(tool: str) -> str:

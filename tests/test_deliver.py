@@ -100,15 +100,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     n.catalogue.close()
 
 
-@pytest.fixture(scope="module")
-def stopper() -> Iterator[list[threading.Thread]]:
-    """Servers stop in the background: a stop waits up to 0.5 s for the server's poll loop."""
-    stopping: list[threading.Thread] = []
-    yield stopping
-    for thread in stopping:
-        thread.join(30)
-
-
 @pytest.fixture
 def pacs(tmp_path: Path, stopper: list[threading.Thread]) -> Iterator[StandInPacs]:
     standin = StandInPacs(tmp_path / "pacs")
@@ -213,38 +204,31 @@ def test_closed_port_fails_with_backoff_then_dead_then_retry_delivers_once(
     assert (row.state, row.attempts) == (DELIVERED, 1)
 
 
-def test_destination_that_rejects_the_association(
-    node: Node, tmp_path: Path, stopper: list[threading.Thread]
-) -> None:
-    """A real SCP that does not know the called AE title: the error says what to check."""
+@pytest.fixture
+def peer(tmp_path: Path, stopper: list[threading.Thread]) -> Iterator[Receiver]:
+    """The triage receiver as a peer: AE title PEER, CT/MR storage only."""
     catalogue = Catalogue(f"sqlite:///{tmp_path / 'peer.db'}")
-    peer = Receiver(LocalStore(tmp_path / "peer"), catalogue, "PEER")
-    peer.start("127.0.0.1", 0)
-    try:
-        node.add_sr(5, f"SOMEONE_ELSE@127.0.0.1:{peer.port}")
-        assert node.deliver().retrying == 1
-    finally:
-        stopper.append(threading.Thread(target=peer.stop))
-        stopper[-1].start()
+    receiver = Receiver(LocalStore(tmp_path / "peer"), catalogue, "PEER")
+    receiver.start("127.0.0.1", 0)
+    yield receiver
+    stopper.append(threading.Thread(target=receiver.stop))
+    stopper[-1].start()
+
+
+def test_destination_that_rejects_the_association(node: Node, peer: Receiver) -> None:
+    """A real SCP that does not know the called AE title: the error says what to check."""
+    node.add_sr(5, f"SOMEONE_ELSE@127.0.0.1:{peer.port}")
+    assert node.deliver().retrying == 1
     [row] = node.catalogue.deliveries()
     assert row.attempts == 1
     assert "rejected the association" in (row.last_error or "")
     assert "TRIAGE" in (row.last_error or "")  # the calling AE title to configure
 
 
-def test_destination_that_does_not_take_srs(
-    node: Node, tmp_path: Path, stopper: list[threading.Thread]
-) -> None:
+def test_destination_that_does_not_take_srs(node: Node, peer: Receiver) -> None:
     """The triage receiver itself takes CT/MR only: the SR is refused, not lost."""
-    catalogue = Catalogue(f"sqlite:///{tmp_path / 'peer.db'}")
-    peer = Receiver(LocalStore(tmp_path / "peer"), catalogue, "PEER")
-    peer.start("127.0.0.1", 0)
-    try:
-        node.add_sr(6, f"PEER@127.0.0.1:{peer.port}")
-        assert node.deliver().retrying == 1
-    finally:
-        stopper.append(threading.Thread(target=peer.stop))
-        stopper[-1].start()
+    node.add_sr(6, f"PEER@127.0.0.1:{peer.port}")
+    assert node.deliver().retrying == 1
     [row] = node.catalogue.deliveries()
     assert (row.state, row.attempts) == (PENDING, 1)
     assert row.last_error

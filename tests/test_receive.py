@@ -91,16 +91,6 @@ def good_instance(seed: int = 99) -> Dataset:
 # -- peers ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stopper() -> Iterator[list[threading.Thread]]:
-    """Receivers stop in the background: a stop waits up to 0.5 s for the server's poll loop."""
-    stopping: list[threading.Thread] = []
-    yield stopping
-    for thread in stopping:
-        thread.join(30)
-        assert not thread.is_alive(), "a receiver did not stop"
-
-
 def stop_later(stopping: list[threading.Thread], rx: Receiver, catalogue: Catalogue) -> None:
     def stop() -> None:
         rx.stop()

@@ -16,14 +16,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from triage.config import DicomNode, Settings
-from triage.dicom.synthetic import ct_series, localizer, write_series
+from triage.dicom.synthetic import write_study
 from triage.phantom import head_phantom
 from triage.worklist.view import worklist_table
 
@@ -68,7 +68,7 @@ def write_demo_studies(
             lesion,
             lesion_radius_mm=float(rng.uniform(8, 15)) if lesion else None,
         )
-        common: dict[str, Any] = dict(
+        common: dict[str, str] = dict(
             study_instance_uid=study_uid,
             patient_id=f"DEMO-{i + 1:03d}",
             patient_name=f"Demo^Patient{i + 1:02d}",
@@ -78,27 +78,14 @@ def write_demo_studies(
             study_time=time.strftime("%H%M%S"),
         )
         folder = root / accession
-        write_series(
-            [
-                localizer(
-                    phantom.hu,
-                    phantom.spacing,
-                    series_instance_uid=_uid(run, "scout", str(i)),
-                    **common,
-                )
-            ],
+        write_study(
             folder,
-        )
-        write_series(
-            ct_series(
-                phantom.hu,
-                phantom.spacing,
-                series_instance_uid=_uid(run, "axial", str(i)),
-                series_description="Head 5mm" if analysable else "Head 5mm (partial)",
-                series_number=2,
-                **common,
-            ),
-            folder,
+            phantom.hu,
+            phantom.spacing,
+            scout_series_uid=_uid(run, "scout", str(i)),
+            series_instance_uid=_uid(run, "axial", str(i)),
+            series_description="Head 5mm" if analysable else "Head 5mm (partial)",
+            **common,
         )
         studies.append(DemoStudy(folder, study_uid, accession, lesion, analysable))
     return studies

@@ -180,6 +180,36 @@ def write_series(datasets: Sequence[Dataset], folder: Path | str) -> list[Path]:
     return paths
 
 
+def write_study(
+    folder: Path | str,
+    hu: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    scout_series_uid: str,
+    series_instance_uid: str,
+    series_description: str,
+    **study: str,
+) -> list[Path]:
+    """A scout and an axial series of one study (as a scanner sends it), written to folder.
+
+    ``study`` holds the attributes both series share: study_instance_uid, patient_id,
+    patient_name, accession_number, study_description, study_date, study_time.
+    """
+    paths = write_series(
+        [localizer(hu, spacing, series_instance_uid=scout_series_uid, **study)],  # type: ignore[arg-type]
+        folder,
+    )
+    axial = ct_series(
+        hu,
+        spacing,
+        series_instance_uid=series_instance_uid,
+        series_description=series_description,
+        series_number=2,
+        **study,  # type: ignore[arg-type]
+    )
+    return paths + write_series(axial, folder)
+
+
 def _uid(prefix: str, *parts: str) -> str:
     return _generate_uid(prefix=prefix, entropy_srcs=["triage.dicom.synthetic", *parts])
 
