@@ -60,10 +60,19 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "delivery_max_tries",
         "delivery_backoff_seconds",
         "log_level",
+        "uneven_spacing",
     }
     assert all(isinstance(v, str) for v in d.values())
     assert d["pacs"] == ""
     assert d["port"] == "11112"
+
+
+def test_uneven_spacing_is_resample_or_refuse(tmp_path: Path) -> None:
+    assert load_settings(environ=env(tmp_path)).uneven_spacing == "resample"
+    refuse = load_settings(environ={**env(tmp_path), "TRIAGE_UNEVEN_SPACING": "Refuse"})
+    assert refuse.uneven_spacing == "refuse"
+    with pytest.raises(ConfigError, match="TRIAGE_UNEVEN_SPACING='squash': use resample"):
+        load_settings(environ={**env(tmp_path), "TRIAGE_UNEVEN_SPACING": "squash"})
 
 
 def test_every_variable_is_parsed(tmp_path: Path) -> None:

@@ -106,6 +106,47 @@ def _stop_on_signal() -> threading.Event:
 
 
 @app.command()
+def inspect(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="DICOM files or folders, or a StudyInstanceUID in the node's store."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show every series found and the volume the pipeline makes of it, or why it makes none."""
+    from triage.dicom.inspect import inspect_keys, inspect_paths
+    from triage.dicom.volume import AssemblyOptions
+    from triage.inspect_view import inspection_lines
+
+    settings = load_settings()
+    options = AssemblyOptions(uneven_spacing=settings.uneven_spacing)
+    files = [Path(p) for p in paths]
+    if all(f.exists() for f in files):
+        result = inspect_paths(files, options)
+    elif len(paths) == 1 and not files[0].exists() and "/" not in paths[0]:
+        from triage.catalogue import Catalogue
+        from triage.store import open_store
+
+        unknown = f"{paths[0]} is neither a file or folder nor a study in the catalogue"
+        try:
+            series = Catalogue(settings.database_url).series_of(paths[0])
+        except TriageError as exc:
+            raise TriageError(f"{unknown} ({exc})") from exc
+        if not series:
+            raise TriageError(unknown)
+        store = open_store(settings.store)
+        result = inspect_keys(store.get, [s.keys for s in series], options)
+    else:
+        missing = ", ".join(p for p, f in zip(paths, files, strict=True) if not f.exists())
+        raise TriageError(f"no such file or folder: {missing}")
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        return
+    for line in inspection_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def worklist(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

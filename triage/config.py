@@ -48,6 +48,7 @@ class Settings:
     delivery_max_tries: int
     delivery_backoff_seconds: float
     log_level: str
+    uneven_spacing: str = "resample"
 
     @property
     def store_path(self) -> Path:
@@ -130,6 +131,16 @@ def _log_level(name: str, value: str) -> str:
     return level
 
 
+def _uneven_spacing(name: str, value: str) -> str:
+    choice = value.strip().lower()
+    if choice not in ("resample", "refuse"):
+        raise ConfigError(
+            f"{name}={value!r}: use resample (uneven slice steps and missing slices are "
+            "interpolated onto a regular grid) or refuse (such series are not analysed)"
+        )
+    return choice
+
+
 def _default_home() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "triage")
@@ -149,6 +160,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "delivery_max_tries": (_positive_int, lambda home: "8"),
     "delivery_backoff_seconds": (_positive_float, lambda home: "2"),
     "log_level": (_log_level, lambda home: "INFO"),
+    "uneven_spacing": (_uneven_spacing, lambda home: "resample"),
 }
 
 

@@ -17,7 +17,7 @@ import torch
 
 from triage import __version__
 from triage.dicom.sr import build_triage_sr, sr_uids
-from triage.dicom.volume import assemble_volume
+from triage.dicom.volume import AssemblyOptions, assemble_volume
 from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.inference import probability
 from triage.preprocess import model_input
@@ -74,7 +74,10 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         return Analysis(model.name, None, "the selected series is no longer in the catalogue")
     try:
         t0 = time.perf_counter()
-        volume = assemble_volume(svc.store.get, series.keys)
+        options = AssemblyOptions(uneven_spacing=svc.settings.uneven_spacing)
+        volume = assemble_volume(svc.store.get, series.keys, options)
+        for warning in volume.warnings:
+            log.info("series %s: %s", series.series_instance_uid, warning)
         t1 = time.perf_counter()
         x = model_input(volume.array, volume.affine_lps, model.input, svc.device)
         if svc.device.type == "cuda":

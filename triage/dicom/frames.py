@@ -1,0 +1,252 @@
+"""Image frames with their geometry: the common ground of classic and enhanced DICOM images.
+
+A classic CT/MR instance is one frame; an enhanced (multi-frame) instance holds many, each with
+its own position, orientation, pixel spacing and rescale in the per-frame functional groups
+(falling back to the shared functional groups, then to the top level). Volume assembly only
+sees frames, so both kinds of object are assembled by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+
+from triage.errors import NotAVolumeError
+
+#: ImageType values (3rd value on) that mark an image that is not a slice of a diagnostic volume
+LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
+SECONDARY_CAPTURE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.7",
+    "1.2.840.10008.5.1.4.1.1.7.1",
+    "1.2.840.10008.5.1.4.1.1.7.2",
+    "1.2.840.10008.5.1.4.1.1.7.3",
+    "1.2.840.10008.5.1.4.1.1.7.4",
+}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One 2D image of a series and where it lies in the patient (DICOM LPS, mm)."""
+
+    source: str  # the file or store key, named in messages
+    dataset: Dataset
+    number: int | None  # 0-based frame index in a multi-frame instance; None for a classic image
+    position: tuple[float, float, float]  # ImagePositionPatient: centre of the first pixel
+    orientation: tuple[float, ...]  # ImageOrientationPatient: row direction, column direction
+    pixel_spacing: tuple[float, float]  # DICOM order: between rows (dy), between columns (dx)
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    content: Dataset | None = None  # the frame's FrameContentSequence item (enhanced images)
+
+    @property
+    def time_key(self) -> tuple[float, ...]:
+        """Orders the frames of one position in a time series."""
+        return _time_key(self.dataset, self.content, self.number or 0)
+
+    @property
+    def row_direction(self) -> np.ndarray:
+        return np.asarray(self.orientation[:3], dtype=np.float64)
+
+    @property
+    def column_direction(self) -> np.ndarray:
+        return np.asarray(self.orientation[3:], dtype=np.float64)
+
+    @property
+    def identity(self) -> tuple[str, int | None]:
+        """The same SOP instance and frame: an exact duplicate whatever file it came from."""
+        return (str(self.dataset.get("SOPInstanceUID", self.source)), self.number)
+
+
+def _first(ds: Dataset | None, sequence: str) -> Dataset | None:
+    if ds is None or sequence not in ds:
+        return None
+    items = ds[sequence].value
+    return items[0] if items else None
+
+
+def _lookup(groups: Sequence[Dataset | None], sequence: str, keyword: str) -> Any:
+    """The value of ``keyword`` in the functional group ``sequence``: per-frame, then shared."""
+    for group in groups:
+        item = _first(group, sequence)
+        if item is not None and keyword in item and item[keyword].value not in (None, ""):
+            return item[keyword].value
+    return None
+
+
+_TAGS: dict[str, int] = {
+    keyword: int(tag_for_keyword(keyword) or 0)
+    for keyword in (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "RescaleSlope",
+        "RescaleIntercept",
+    )
+}
+
+
+def _top_level(ds: Dataset, keyword: str) -> Any:
+    """A decimal-string attribute of the data set, parsed straight from its raw bytes when it
+    has not been converted yet (pydicom's conversion and validation cost about 1 ms a slice)."""
+    try:
+        elem = ds.get_item(_TAGS[keyword])
+    except KeyError:
+        return None
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement):
+        raw = elem.value
+        if not isinstance(raw, bytes):
+            return raw
+        text = raw.decode("latin-1").strip(" \x00")
+        parts = text.split("\\")
+        return None if not text else parts[0] if len(parts) == 1 else parts
+    return elem.value
+
+
+def _floats(value: Any, count: int, what: str, source: str) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise NotAVolumeError(f"{source}: {what} is not numeric ({value!r})") from exc
+    if len(numbers) != count or not all(np.isfinite(numbers)):
+        raise NotAVolumeError(f"{source}: {what} must hold {count} finite numbers, got {value!r}")
+    return numbers
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if np.isfinite(number) else default
+
+
+def _time_key(ds: Dataset, content: Dataset | None, fallback: int) -> tuple[float, ...]:
+    """What orders repeated acquisitions of one position: temporal position, trigger time,
+    acquisition number and time, then instance/frame number."""
+    keys = []
+    if content is not None:
+        keys.append(_number(content.get("TemporalPositionIndex"), 0))
+    for keyword in ("TemporalPositionIdentifier", "TriggerTime", "AcquisitionNumber"):
+        keys.append(_number(ds.get(keyword), 0))
+    for keyword in ("AcquisitionTime", "ContentTime"):
+        keys.append(_number(str(ds.get(keyword, "") or "").replace(":", ""), 0))
+    keys.append(_number(ds.get("InstanceNumber"), 0))
+    keys.append(float(fallback))
+    return tuple(keys)
+
+
+def is_localizer(ds: Dataset) -> bool:
+    """ImageType says LOCALIZER (or a vendor's word for a scout) in its third value or later."""
+    image_type = ds.get("ImageType") or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return bool(LOCALIZER_TYPES.intersection(str(v).upper() for v in values[2:]))
+
+
+def not_an_image_reason(ds: Dataset) -> str | None:
+    """Why an instance cannot be part of a volume before looking at geometry, or None."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        name = getattr(ds.get("SOPClassUID"), "name", sop_class) or "unknown SOP class"
+        return f"no pixel data: not an image ({name})"
+    if is_localizer(ds):
+        return "localizer (scout) image"
+    if sop_class in SECONDARY_CAPTURE_CLASSES:
+        return "secondary capture: not a slice of an acquired volume"
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return f"colour image ({ds.get('PhotometricInterpretation', '?')}): not a CT/MR slice"
+    return None
+
+
+def frames_of(ds: Dataset, source: str) -> list[Frame]:
+    """The frames of one instance with their geometry; NotAVolumeError names what is missing."""
+    reason = not_an_image_reason(ds)
+    if reason:
+        raise NotAVolumeError(f"{source}: {reason}")
+    try:
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise NotAVolumeError(f"{source}: Rows/Columns/NumberOfFrames unusable: {exc}") from exc
+    if count < 1 or rows < 1 or columns < 1:
+        raise NotAVolumeError(f"{source}: empty image ({rows} x {columns}, {count} frame(s))")
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    enhanced = per_frame is not None or shared is not None
+    if enhanced and per_frame is not None and len(per_frame) != count:
+        raise NotAVolumeError(
+            f"{source}: {len(per_frame)} per-frame functional groups for {count} frames"
+        )
+    if not enhanced and count > 1:
+        raise NotAVolumeError(
+            f"{source}: {count} frames without functional groups: positions per frame unknown"
+        )
+    frames = []
+    for index in range(count):
+        own = per_frame[index] if per_frame is not None else None
+        groups = [own, shared] if enhanced else []
+        frames.append(_frame(ds, source, index if enhanced else None, groups, rows, columns))
+    return frames
+
+
+def _frame(
+    ds: Dataset,
+    source: str,
+    number: int | None,
+    groups: list[Dataset | None],
+    rows: int,
+    columns: int,
+) -> Frame:
+    where = source if number is None else f"{source} frame {number + 1}"
+
+    def attribute(sequence: str, keyword: str) -> Any:
+        value = _lookup(groups, sequence, keyword) if groups else None
+        return value if value is not None else _top_level(ds, keyword)
+
+    position = attribute("PlanePositionSequence", "ImagePositionPatient")
+    orientation = attribute("PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = attribute("PixelMeasuresSequence", "PixelSpacing")
+    for keyword, value in (
+        ("ImagePositionPatient", position),
+        ("ImageOrientationPatient", orientation),
+        ("PixelSpacing", spacing),
+    ):
+        if value is None or value == "":
+            raise NotAVolumeError(f"{where}: no {keyword}, so its place in the patient is unknown")
+    iop = _floats(orientation, 6, "ImageOrientationPatient", where)
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    if (
+        abs(np.linalg.norm(row) - 1) > 0.01
+        or abs(np.linalg.norm(col) - 1) > 0.01
+        or abs(float(row @ col)) > 0.01
+    ):
+        raise NotAVolumeError(f"{where}: ImageOrientationPatient is not two unit, orthogonal axes")
+    pixel_spacing = _floats(spacing, 2, "PixelSpacing", where)
+    if min(pixel_spacing) <= 0:
+        raise NotAVolumeError(f"{where}: PixelSpacing must be positive, got {list(pixel_spacing)}")
+    slope = attribute("PixelValueTransformationSequence", "RescaleSlope")
+    intercept = attribute("PixelValueTransformationSequence", "RescaleIntercept")
+    content = _first(groups[0], "FrameContentSequence") if groups else None
+    xyz = _floats(position, 3, "ImagePositionPatient", where)
+    return Frame(
+        source=source,
+        dataset=ds,
+        number=number,
+        position=(xyz[0], xyz[1], xyz[2]),
+        orientation=iop,
+        pixel_spacing=(pixel_spacing[0], pixel_spacing[1]),
+        rows=rows,
+        columns=columns,
+        slope=_number(slope, 1.0) or 1.0,
+        intercept=_number(intercept, 0.0),
+        content=content,
+    )
