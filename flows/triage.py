@@ -11,10 +11,12 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.exc import OperationalError
 
 from triage import pipeline
 from triage.config import load_settings
 from triage.deliver import deliver_due
+from triage.errors import StorageError
 from triage.results import ModelResult
 from triage.services import Services
 
@@ -34,7 +36,21 @@ def services() -> Services:
     return _services
 
 
-@task(name="plan", cache_policy=NO_CACHE)
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a task only when another try can succeed: the catalogue or the object store failed
+    (a database locked for longer than its wait, a full or read-only disk). A failure that the
+    same input gives again (a model error, an unreadable series, a bug) is not retried."""
+    return isinstance(getattr(state, "data", None), StorageError | OperationalError)
+
+
+RETRY_TRANSIENT: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": 2,
+    "retry_condition_fn": transient,
+}
+
+
+@task(name="plan", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def plan_task(study_uid: str) -> list[pipeline.Assignment]:
     return pipeline.plan_study(services(), study_uid)
 
@@ -44,13 +60,16 @@ def analyse_task(study_uid: str, assignment: pipeline.Assignment) -> pipeline.An
     return pipeline.analyse(services(), study_uid, assignment)
 
 
-@task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="report", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def report_task(study_uid: str, results: list[ModelResult]) -> dict[tuple[str, str], str]:
     return pipeline.report(services(), study_uid, results)
 
 
-@task(name="deliver", cache_policy=NO_CACHE)
+@task(name="deliver", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def deliver_task(study_uid: str) -> dict[str, int]:
+    """Send the study's SRs now. A PACS that fails is not retried here: the outbox records the
+    failed try and the node's delivery loop retries with backoff; only a catalogue that could
+    not record the outcome is (an SR sent twice is the same SOP instance, stored once)."""
     svc = services()
     rows = [r for r in svc.catalogue.due_deliveries() if r.study_instance_uid == study_uid]
     summary = deliver_due(svc.store, svc.catalogue, svc.settings, only=rows)

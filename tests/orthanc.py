@@ -39,7 +39,12 @@ class Orthanc:
     def node(self) -> str:
         return f"{self.ae_title}@127.0.0.1:{self.dicom_port}"
 
-    def start(self, modalities: dict[str, tuple[str, str, int]] | None = None) -> None:
+    def start(
+        self,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Start Orthanc; ``extra`` adds or overrides configuration (e.g. LuaScripts)."""
         assert ORTHANC, "Orthanc is not installed"
         self.dicom_port = self.dicom_port or free_port()
         self.http_port = self.http_port or free_port()
@@ -59,6 +64,7 @@ class Orthanc:
             "Plugins": [],
             "DicomModalities": {k: list(v) for k, v in (modalities or {}).items()},
             "HttpTimeout": 10,
+            **(extra or {}),
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "orthanc.json").write_text(json.dumps(config, indent=2))

@@ -384,11 +384,31 @@ def test_requeue_interrupted_puts_triaging_studies_back(cat: Catalogue) -> None:
     g = claimed(cat, "1.2")
     cat.finish_triage("1.2", g, [], Priority.ROUTINE, None)
     assert cat.requeue_interrupted() == ["1.1"]
-    assert cat.study_state("1.1") == (RECEIVING, 1)
+    assert cat.study_state("1.1") == (RECEIVING, 2)  # a new generation: see the next test
     assert cat.study_state("1.2") == (TRIAGED, 1)
     assert cat.study_state("1.3") == (RECEIVING, 1)
     assert cat.requeue_interrupted() == []
-    assert cat.claim_for_triage("1.1") == 1
+    assert cat.claim_for_triage("1.1") == 2
+
+
+def test_a_run_interrupted_by_a_restart_cannot_overwrite_the_run_after_it(
+    cat: Catalogue,
+) -> None:
+    """The run that was in flight at the crash may still finish somewhere (a Prefect worker on
+    another machine, a second node on the same database): its result must not replace the one
+    of the run the restarted node started, which also saw the instances that came later."""
+    add_study(cat, "1.1")
+    stale = claimed(cat, "1.1")
+    assert cat.requeue_interrupted() == ["1.1"]
+    fresh = claimed(cat, "1.1")
+    assert fresh != stale
+    urgent = result(Priority.URGENT, 0.9)
+    routine = result(Priority.ROUTINE, 0.1)
+    assert cat.finish_triage("1.1", stale, [urgent], Priority.URGENT, None) is False
+    assert cat.finish_triage("1.1", fresh, [routine], Priority.ROUTINE, None) is True
+    (row,) = cat.worklist()
+    assert row.priority == "routine"
+    assert [f.probability for f in row.findings] == [pytest.approx(0.1)]
 
 
 # -- outbox -----------------------------------------------------------------------------------

@@ -217,6 +217,15 @@ class DeliveryRow:
     last_error: str | None
 
 
+# How long one transaction waits for another's lock on SQLite before "database is locked"
+BUSY_TIMEOUT_SECONDS = 30
+# How long the receiver's catalogue write waits for a locked database, all tries together,
+# before it gives up and the C-STORE is answered 0xA700: below the DIMSE timeouts of common
+# senders (Orthanc 10 s, pynetdicom 30 s), so the sender hears a status it retries on instead
+# of timing out and aborting the association.
+RECORD_LOCK_WAIT_SECONDS = 8.0
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -224,22 +233,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # them before the receiver answers), and after an unclean stop the receiver catalogues
     # any stored instance whose row was lost (Receiver.reconcile).
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
+
+
+def _reset_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+    """A connection goes back to the pool with the default lock wait (a bounded write may
+    have shortened it)."""
+    if dbapi_connection is not None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.close()
 
 
 class Catalogue:
     def __init__(self, url: str) -> None:
         try:
             if url.startswith("sqlite"):
-                self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
+                self.engine: Engine = create_engine(
+                    url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS}
+                )
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "checkin", _reset_busy_timeout)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
             Base.metadata.create_all(self.engine)
         except OperationalError as exc:
             raise StorageError(f"cannot open the catalogue database {url}: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.record_lock_wait_seconds = RECORD_LOCK_WAIT_SECONDS
+        # None: a write tries 5 times, each waiting up to BUSY_TIMEOUT_SECONDS for a lock
+        self.lock_wait_seconds: float | None = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -249,17 +273,46 @@ class Catalogue:
         with self._sessions.begin() as session:
             yield session
 
-    def _retry(self, work: Callable[[Session], T], attempts: int = 5) -> T:
-        """Run one transaction, retrying when the database is momentarily locked or busy."""
-        for attempt in range(attempts):
+    def _retry(
+        self, work: Callable[[Session], T], attempts: int = 5, deadline: float | None = None
+    ) -> T:
+        """Run one transaction, retrying when the database is momentarily locked or busy.
+
+        Each try waits up to BUSY_TIMEOUT_SECONDS for a lock. With ``deadline`` (a
+        ``time.monotonic()`` value), or ``lock_wait_seconds`` set, the tries together wait that
+        long at most, and then raise StorageError like any other failure.
+        """
+        if deadline is None and self.lock_wait_seconds is not None:
+            deadline = time.monotonic() + self.lock_wait_seconds
+        attempt = 0
+        while True:
             try:
                 with self.session() as session:
+                    if deadline is not None:
+                        self._limit_lock_wait(session, deadline - time.monotonic())
                     return work(session)
             except OperationalError as exc:
-                if attempt == attempts - 1 or "locked" not in str(exc.orig).lower():
+                message = str(exc.orig).lower()
+                busy = "locked" in message or "busy" in message
+                if deadline is not None:
+                    gave_up = time.monotonic() >= deadline
+                else:
+                    gave_up = attempt >= attempts - 1
+                if not busy or gave_up:
                     raise StorageError(f"catalogue write failed: {exc.orig}") from exc
-                time.sleep(0.05 * 2**attempt)
-        raise AssertionError("unreachable")
+            pause = min(0.05 * 2**attempt, 1.0)
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+            attempt += 1
+
+    def _limit_lock_wait(self, session: Session, seconds: float) -> None:
+        """Wait at most ``seconds`` for a lock in this transaction."""
+        millis = max(1, int(seconds * 1000))
+        if self.engine.dialect.name == "sqlite":  # reset when the connection is checked in
+            session.connection().exec_driver_sql(f"PRAGMA busy_timeout={millis}")
+        elif self.engine.dialect.name == "postgresql":  # ends with the transaction
+            session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -271,7 +324,14 @@ class Catalogue:
             return found is not None
 
     def record_instance(self, rec: InstanceRecord) -> bool:
-        """Catalogue a stored instance; False when it was already there (stored once)."""
+        """Catalogue a stored instance; False when it was already there (stored once).
+
+        A locked or busy database is waited for, but ``record_lock_wait_seconds`` at most
+        (RECORD_LOCK_WAIT_SECONDS, 8 s); then StorageError, which the receiver answers with
+        0xA700 so that the sender retries. The bytes it stored stay in the store: the retry
+        catalogues them, or the reconciliation after an unclean stop does.
+        """
+        deadline = time.monotonic() + self.record_lock_wait_seconds
 
         def work(s: Session) -> bool:
             if s.scalar(
@@ -329,7 +389,7 @@ class Catalogue:
 
         for _ in range(5):
             try:
-                return self._retry(work)
+                return self._retry(work, deadline=deadline)
             except IntegrityError:
                 # another writer created the same study, series or instance at the same moment:
                 # run again; it now finds their rows (and False if the instance itself was theirs)
@@ -374,12 +434,18 @@ class Catalogue:
         return self._retry(work)
 
     def requeue_interrupted(self) -> list[str]:
-        """Studies left in triaging by a crash go back to receiving, to be triaged again."""
+        """Studies left in triaging by a crash go back to receiving, to be triaged again.
+
+        Their generation moves on, as for a late instance: a run of the old generation that is
+        still alive somewhere (a Prefect worker on another machine, a node sharing this
+        database) can then no longer record its result over the new run's.
+        """
 
         def work(s: Session) -> list[str]:
             studies = list(s.scalars(select(Study).where(Study.state == TRIAGING)))
             for study in studies:
                 study.state = RECEIVING
+                study.generation += 1
             return [st.study_instance_uid for st in studies]
 
         return self._retry(work)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from triage.errors import ModelError
 from triage.registry import TriageModel
+
+# PyTorch's CPU allocator reports running out of memory as a plain RuntimeError
+_CPU_OUT_OF_MEMORY = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
 
 
 def probability(model: TriageModel, x: torch.Tensor, device: torch.device) -> float:
@@ -17,6 +22,12 @@ def probability(model: TriageModel, x: torch.Tensor, device: torch.device) -> fl
     except torch.OutOfMemoryError as exc:
         raise ModelError(f"model {model.name} ran out of memory on {device}") from exc
     except RuntimeError as exc:
+        asked = _CPU_OUT_OF_MEMORY.search(str(exc))
+        if asked:
+            raise ModelError(
+                f"model {model.name} ran out of memory on {device} (it asked for "
+                f"{int(asked[1]) / 2**30:.1f} GiB at once)"
+            ) from exc
         raise ModelError(f"model {model.name} failed on this input: {exc}") from exc
     out = out.float().reshape(out.shape[0], -1)
     if model.output_index >= out.shape[1]:

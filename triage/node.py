@@ -15,6 +15,7 @@ from collections.abc import Callable
 from triage.catalogue import utcnow
 from triage.deliver import deliver_due
 from triage.dicom.receive import Receiver
+from triage.errors import StorageError
 from triage.results import Priority
 from triage.services import Services
 
@@ -111,16 +112,28 @@ class TriageNode:
                 self.run_study(study_uid, generation)
             except Exception as exc:  # fail safe: the study shows as not analysed, others go on
                 log.exception("triage run failed")
-                self.svc.catalogue.finish_triage(
-                    study_uid,
-                    generation,
-                    [],
-                    Priority.NOT_ANALYSED,
-                    f"internal error during triage ({type(exc).__name__}); see the node's log, "
-                    "then run `triage rerun`",
-                )
+                self._record_failed_run(study_uid, generation, exc)
             finally:
                 self._queue.task_done()
+
+    def _record_failed_run(self, study_uid: str, generation: int, exc: Exception) -> None:
+        """Mark the study not analysed. While the catalogue cannot take the write (locked, full)
+        it is tried again: the study must not stay in triaging, nor this worker die with it. A
+        stop in the meantime leaves it in triaging, and the next start triages it again."""
+        reason = (
+            f"internal error during triage ({type(exc).__name__}); see the node's log, "
+            "then run `triage rerun`"
+        )
+        while True:
+            try:
+                self.svc.catalogue.finish_triage(
+                    study_uid, generation, [], Priority.NOT_ANALYSED, reason
+                )
+                return
+            except StorageError:
+                log.exception("cannot record the failed triage run yet; retrying")
+            if self._stop.wait(max(self.poll_seconds, 1.0)):
+                return
 
     def _wait_for_warm_up(self) -> bool:
         """False when the node stops first. Two flow runs starting Prefect's embedded API at

@@ -142,6 +142,12 @@ def load_network(bundle: Path, device: torch.device) -> torch.nn.Module:
         raise ModelError(f"{config}: network_def cannot be built: {exc}") from exc
     try:
         state = torch.load(pt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(
+            f"{pt_path} cannot be read as PyTorch weights ({exc}); save them with "
+            "torch.save(network.state_dict(), ...)"
+        ) from exc
+    try:
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         net.load_state_dict(state)
