@@ -23,11 +23,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Real components the integration tests use: Orthanc (the PACS), dcmtk (storescu, the
-# modality), dicom3tools (dciodvfy, SR validation). Installed with apt-get when missing.
+# Real components the integration tests use: Orthanc (the PACS) with its DICOMweb plugin,
+# dcmtk (storescu, the modality), dicom3tools (dciodvfy, SR validation). Installed with apt-get
+# when missing.
 system-deps:
 	@missing=""; \
 	command -v Orthanc >/dev/null || missing="$$missing orthanc"; \
+	dpkg -s orthanc-dicomweb >/dev/null 2>&1 || missing="$$missing orthanc-dicomweb"; \
 	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
 	if [ -n "$$missing" ]; then \

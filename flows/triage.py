@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from triage import pipeline
 from triage.config import load_settings
-from triage.deliver import deliver_due
+from triage.deliver import deliver_due, sr_destination
 from triage.errors import StorageError
 from triage.results import ModelResult
 from triage.services import Services
@@ -93,7 +93,7 @@ def triage_study(study_uid: str, generation: int) -> str:
     timings["triage_s"] = time.perf_counter() - t0
     priority = pipeline.finish(svc, study_uid, generation, analyses, written, timings)
     t1 = time.perf_counter()
-    if written and svc.settings.pacs is not None:
+    if written and sr_destination(svc.settings) is not None:
         deliver_task(study_uid)
     svc.catalogue.add_timings(study_uid, {"deliver_s": time.perf_counter() - t1})
     return priority.value

@@ -1,8 +1,10 @@
 """Orthanc as the PACS in integration tests: a child process on 127.0.0.1 with its own config,
-storage folder and free ports, stopped by the test session."""
+storage folder and free ports, stopped by the test session. Optionally with the DICOMweb plugin
+(Debian orthanc-dicomweb) at /dicom-web/ and HTTP basic auth."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,6 +17,17 @@ from pathlib import Path
 from typing import Any
 
 ORTHANC = shutil.which("Orthanc")
+DICOMWEB_PLUGIN = next(
+    (
+        path
+        for path in (
+            Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
+            Path("/usr/lib/orthanc/libOrthancDicomWeb.so"),
+        )
+        if path.exists()
+    ),
+    None,
+)
 
 
 def free_port() -> int:
@@ -30,10 +43,15 @@ class Orthanc:
     dicom_port: int = 0
     http_port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    auth: tuple[str, str] | None = None  # what the REST helpers below log in with
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicom-web"
 
     @property
     def node(self) -> str:
@@ -43,9 +61,17 @@ class Orthanc:
         self,
         modalities: dict[str, tuple[str, str, int]] | None = None,
         extra: dict[str, Any] | None = None,
+        *,
+        dicomweb: bool = False,
+        users: dict[str, str] | None = None,
     ) -> None:
-        """Start Orthanc; ``extra`` adds or overrides configuration (e.g. LuaScripts)."""
+        """Start Orthanc; ``extra`` adds or overrides configuration (e.g. LuaScripts).
+
+        ``dicomweb`` loads the DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS at /dicom-web/);
+        ``users`` (name -> password) turns on HTTP basic auth for the REST API and DICOMweb.
+        """
         assert ORTHANC, "Orthanc is not installed"
+        assert not dicomweb or DICOMWEB_PLUGIN, "the DICOMweb plugin is not installed"
         self.dicom_port = self.dicom_port or free_port()
         self.http_port = self.http_port or free_port()
         config = {
@@ -56,18 +82,28 @@ class Orthanc:
             "DicomPort": self.dicom_port,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": dict(users or {}),
             "DicomCheckCalledAet": True,
             "DicomAlwaysAllowStore": True,
             "OverwriteInstances": True,
             "StorageCompression": False,
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
             "DicomModalities": {k: list(v) for k, v in (modalities or {}).items()},
             "HttpTimeout": 10,
             **(extra or {}),
         }
+        if dicomweb:
+            config["DicomWeb"] = {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Host": f"127.0.0.1:{self.http_port}",
+                "Ssl": False,
+            }
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "orthanc.json").write_text(json.dumps(config, indent=2))
+        self.auth = next(iter((users or {}).items()), None)
         env = {**os.environ, "TCP_NODELAY": "1"}
         log = open(self.folder / "orthanc.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
@@ -94,19 +130,27 @@ class Orthanc:
                 self.process.wait()
             self.process = None
 
+    def _request(
+        self, path: str, data: bytes | None = None, method: str = "GET"
+    ) -> urllib.request.Request:
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return request
+
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+        with urllib.request.urlopen(self._request(path), timeout=10) as response:
             body = response.read()
         return json.loads(body) if body[:1] in (b"{", b"[") else body
 
     def post(self, path: str, data: bytes) -> Any:
-        request = urllib.request.Request(self.url + path, data=data, method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(self._request(path, data, "POST"), timeout=30) as response:
             return json.loads(response.read())
 
     def delete_all(self) -> None:
         for study in self.get("/studies"):
-            request = urllib.request.Request(f"{self.url}/studies/{study}", method="DELETE")
+            request = self._request(f"/studies/{study}", method="DELETE")
             urllib.request.urlopen(request, timeout=10).close()
 
     def instances_of_study(self, study_uid: str) -> list[dict[str, Any]]:

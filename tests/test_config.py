@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from triage.config import PROJECT_ROOT, DicomNode, Settings, load_settings
+from triage.config import PROJECT_ROOT, AllowedAE, DicomNode, Settings, load_settings
 from triage.errors import ConfigError
 
 
@@ -61,6 +61,24 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "delivery_backoff_seconds",
         "log_level",
         "uneven_spacing",
+        "allowed_aes",
+        "tls_cert",
+        "tls_key",
+        "tls_ca",
+        "pacs_tls",
+        "pacs_protocol",
+        "pull_interval",
+        "pull_retrieve",
+        "pull_modalities",
+        "pull_overlap_minutes",
+        "pull_look_back_hours",
+        "dicomweb_url",
+        "dicomweb_user",
+        "dicomweb_password",
+        "dicomweb_password_file",
+        "dicomweb_token",
+        "dicomweb_token_file",
+        "hl7_endpoint",
     }
     assert all(isinstance(v, str) for v in d.values())
     assert d["pacs"] == ""
@@ -306,3 +324,254 @@ def test_cli_config_prints_the_effective_settings(tmp_path: Path) -> None:
     assert lines["port"] == ["4321"]
     assert lines["ae_title"] == ["CLI_NODE"]
     assert "TRIAGE_PACS" in done.stderr  # warns that results stay in the outbox
+
+
+# -- access control and TLS settings ----------------------------------------------------------
+
+
+def pem(path: Path, label: str = "CERTIFICATE") -> Path:
+    """A file that looks like PEM (settings check files, the TLS tests check real ones)."""
+    path.write_text(f"-----BEGIN {label}-----\nMIIB\n-----END {label}-----\n")
+    return path
+
+
+def test_security_settings_default_to_open_and_plain(tmp_path: Path) -> None:
+    s = load_settings(environ=env(tmp_path))
+    assert s.allowed_aes == ()
+    assert (s.tls_cert, s.tls_key, s.tls_ca) == (None, None, None)
+    assert s.pacs_tls is False
+    assert s.tls_required is False
+    d = s.as_dict()
+    assert (d["allowed_aes"], d["tls_cert"], d["pacs_tls"]) == ("", "", "false")
+
+
+def test_allowed_aes_takes_titles_and_title_at_host(tmp_path: Path) -> None:
+    value = " CT_SCANNER, MR1@10.0.0.7 ,US@router.hospital.example,, X-RAY@::1 "
+    s = load_settings(environ=env(tmp_path, TRIAGE_ALLOWED_AES=value))
+    assert s.allowed_aes == (
+        AllowedAE("CT_SCANNER"),
+        AllowedAE("MR1", "10.0.0.7"),
+        AllowedAE("US", "router.hospital.example"),
+        AllowedAE("X-RAY", "::1"),
+    )
+    assert (
+        s.as_dict()["allowed_aes"] == "CT_SCANNER,MR1@10.0.0.7,US@router.hospital.example,X-RAY@::1"
+    )
+
+
+def test_blank_allowed_aes_means_any_calling_ae(tmp_path: Path) -> None:
+    assert load_settings(environ=env(tmp_path, TRIAGE_ALLOWED_AES=" , ")).allowed_aes == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "wrong"),
+    [
+        ("CT,BAD\\AE", "BAD\\AE"),
+        ("SEVENTEEN_CHARS_X", "SEVENTEEN_CHARS_X"),
+        ("CT@", ""),
+        ("CT@bad host", "bad host"),
+        ("CT@under_score.example", "under_score.example"),
+        ("@10.0.0.1", ""),
+        ("CT@-leading.example", "-leading.example"),
+    ],
+)
+def test_bad_allowed_aes_entry_names_the_variable(tmp_path: Path, value: str, wrong: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env(tmp_path, TRIAGE_ALLOWED_AES=value))
+    message = str(info.value)
+    assert "TRIAGE_ALLOWED_AES" in message
+    assert repr(wrong) in message  # the wrong part, quoted
+
+
+def test_tls_files_are_read_and_resolved(tmp_path: Path) -> None:
+    cert, key = pem(tmp_path / "node.pem"), pem(tmp_path / "node.key", "PRIVATE KEY")
+    ca = pem(tmp_path / "ca.pem")
+    s = load_settings(
+        environ=env(
+            tmp_path,
+            TRIAGE_TLS_CERT=str(cert),
+            TRIAGE_TLS_KEY=str(key),
+            TRIAGE_TLS_CA=str(ca),
+            TRIAGE_PACS_TLS="yes",
+        )
+    )
+    assert (s.tls_cert, s.tls_key, s.tls_ca) == (cert, key, ca)
+    assert s.tls_required and s.pacs_tls
+    assert s.as_dict()["tls_key"] == str(key)  # the path, never the key
+
+
+@pytest.mark.parametrize("variable", ["TRIAGE_TLS_CERT", "TRIAGE_TLS_KEY", "TRIAGE_TLS_CA"])
+def test_missing_tls_file_names_the_variable_and_the_file(tmp_path: Path, variable: str) -> None:
+    missing = tmp_path / "nowhere" / "file.pem"
+    with pytest.raises(ConfigError, match="no such file") as info:
+        load_settings(environ=env(tmp_path, **{variable: str(missing)}))
+    assert variable in str(info.value)
+    assert str(missing) in str(info.value)
+
+
+def test_tls_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TRIAGE_TLS_CA.*is a folder"):
+        load_settings(environ=env(tmp_path, TRIAGE_TLS_CA=str(tmp_path)))
+
+
+def test_tls_file_that_is_not_pem_is_refused(tmp_path: Path) -> None:
+    der = tmp_path / "node.der"
+    der.write_bytes(b"\x30\x82\x01\x0a binary DER")
+    with pytest.raises(ConfigError, match="TRIAGE_TLS_CERT.*not a PEM file"):
+        load_settings(environ=env(tmp_path, TRIAGE_TLS_CERT=str(der)))
+
+
+def test_tls_file_under_a_file_is_refused(tmp_path: Path) -> None:
+    not_a_folder = pem(tmp_path / "ca.pem")
+    with pytest.raises(ConfigError, match="TRIAGE_TLS_CA=.*cannot be read"):
+        load_settings(environ=env(tmp_path, TRIAGE_TLS_CA=str(not_a_folder / "ca.pem")))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_tls_file_is_refused(tmp_path: Path) -> None:
+    key = pem(tmp_path / "node.key", "PRIVATE KEY")
+    key.chmod(0)
+    with pytest.raises(ConfigError, match="TRIAGE_TLS_KEY.*permission denied"):
+        load_settings(environ=env(tmp_path, TRIAGE_TLS_KEY=str(key)))
+
+
+@pytest.mark.parametrize(("given", "missing"), [("CERT", "KEY"), ("KEY", "CERT")])
+def test_certificate_and_key_come_together(tmp_path: Path, given: str, missing: str) -> None:
+    path = pem(tmp_path / "file.pem")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env(tmp_path, **{f"TRIAGE_TLS_{given}": str(path)}))
+    assert f"TRIAGE_TLS_{given} is set but TRIAGE_TLS_{missing} is not" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("TRUE", True), ("1", True), ("on", True), ("false", False), ("no", False)],
+)
+def test_pacs_tls_yes_and_no(tmp_path: Path, value: str, expected: bool) -> None:
+    assert load_settings(environ=env(tmp_path, TRIAGE_PACS_TLS=value)).pacs_tls is expected
+
+
+def test_bad_pacs_tls_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="TRIAGE_PACS_TLS='sometimes'.*true or false"):
+        load_settings(environ=env(tmp_path, TRIAGE_PACS_TLS="sometimes"))
+
+
+def test_security_settings_from_the_config_file(tmp_path: Path) -> None:
+    cert, key = pem(tmp_path / "node.pem"), pem(tmp_path / "node.key", "PRIVATE KEY")
+    path = write_toml(
+        tmp_path,
+        'allowed_aes = ["CT_SCANNER", "MR1@10.0.0.7"]\n'
+        "pacs_tls = true\n"
+        f'tls_cert = "{cert}"\n'
+        f'tls_key = "{key}"\n',
+    )
+    s = load_settings(environ=env(tmp_path, TRIAGE_CONFIG=str(path)))
+    assert s.allowed_aes == (AllowedAE("CT_SCANNER"), AllowedAE("MR1", "10.0.0.7"))
+    assert s.pacs_tls is True
+    assert (s.tls_cert, s.tls_key) == (cert, key)
+
+
+def test_key_without_certificate_in_the_file_names_the_file(tmp_path: Path) -> None:
+    key = pem(tmp_path / "node.key", "PRIVATE KEY")
+    path = write_toml(tmp_path, f'tls_key = "{key}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env(tmp_path, TRIAGE_CONFIG=str(path)))
+    assert f"tls_key (in {path}) is set but TRIAGE_TLS_CERT is not" in str(info.value)
+
+
+def test_cli_config_warns_when_any_calling_ae_is_accepted(tmp_path: Path) -> None:
+    run = dict(capture_output=True, text=True, timeout=60, check=False)
+    open_node = subprocess.run([*_triage_command(), "config"], env=_cli_env(tmp_path), **run)
+    assert open_node.returncode == 0, open_node.stderr
+    assert "TRIAGE_ALLOWED_AES is not set" in open_node.stderr
+    listed = subprocess.run(
+        [*_triage_command(), "config"],
+        env=_cli_env(tmp_path, TRIAGE_ALLOWED_AES="CT_SCANNER,MR1@10.0.0.7"),
+        **run,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "TRIAGE_ALLOWED_AES" not in listed.stderr
+    assert "CT_SCANNER,MR1@10.0.0.7" in listed.stdout
+
+
+def test_cli_config_names_an_unusable_certificate(tmp_path: Path) -> None:
+    cert, key = pem(tmp_path / "node.pem"), pem(tmp_path / "node.key", "PRIVATE KEY")
+    done = subprocess.run(
+        [*_triage_command(), "config"],
+        env=_cli_env(tmp_path, TRIAGE_TLS_CERT=str(cert), TRIAGE_TLS_KEY=str(key)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "TRIAGE_TLS_CERT" in done.stderr and "TRIAGE_TLS_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# -- pull mode, DICOMweb and HL7 settings -------------------------------------------------------
+
+
+def test_pull_settings_default_to_off(tmp_path: Path) -> None:
+    s = load_settings(environ=env(tmp_path))
+    assert s.pull_interval is None
+    assert (s.pull_retrieve, s.pull_modalities, s.pacs_protocol) == (
+        "c-move",
+        ("CT", "MR"),
+        "dimse",
+    )
+    assert (s.pull_overlap_minutes, s.pull_look_back_hours) == (10.0, 24.0)
+
+
+def test_pull_settings_are_parsed(tmp_path: Path) -> None:
+    s = load_settings(
+        environ={
+            **env(tmp_path),
+            "TRIAGE_PULL_INTERVAL": "30",
+            "TRIAGE_PULL_RETRIEVE": "C-GET",
+            "TRIAGE_PULL_MODALITIES": "ct, mr ,CR",
+            "TRIAGE_PACS_PROTOCOL": "dicomweb",
+            "TRIAGE_DICOMWEB_URL": "http://127.0.0.1:8042/dicom-web/",
+            "TRIAGE_HL7_ENDPOINT": "ris.example:2575",
+        }
+    )
+    assert s.pull_interval == 30.0 and s.pull_retrieve == "c-get"
+    assert s.pull_modalities == ("CT", "MR", "CR")
+    assert s.dicomweb_url == "http://127.0.0.1:8042/dicom-web"
+    assert s.hl7_endpoint == "ris.example:2575"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TRIAGE_PULL_INTERVAL", "soon", "positive number of seconds"),
+        ("TRIAGE_PULL_RETRIEVE", "wado", "use one of c-move, c-get"),
+        ("TRIAGE_PULL_MODALITIES", "CT;MR", "comma list"),
+        ("TRIAGE_PACS_PROTOCOL", "hl7", "use one of dimse, dicomweb"),
+        ("TRIAGE_DICOMWEB_URL", "pacs.example/dicom-web", "not an http"),
+        ("TRIAGE_HL7_ENDPOINT", "ris.example", "host:port"),
+        ("TRIAGE_DICOMWEB_TOKEN_FILE", "/nonexistent/token", "no such file"),
+    ],
+)
+def test_bad_pull_settings_name_the_variable(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{variable}.*{message}"):
+        load_settings(environ={**env(tmp_path), variable: value})
+
+
+def test_dicomweb_secrets_come_from_files_and_are_never_printed(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    s = load_settings(
+        environ={
+            **env(tmp_path),
+            "TRIAGE_DICOMWEB_TOKEN_FILE": str(token),
+            "TRIAGE_DICOMWEB_PASSWORD": "pa55",
+        }
+    )
+    assert s.dicomweb_secret("dicomweb_token") == "s3cret-token"
+    assert s.dicomweb_secret("dicomweb_password") == "pa55"
+    printed = s.as_dict()
+    assert printed["dicomweb_password"] == "(set)"
+    assert "s3cret" not in " ".join(printed.values()) and "pa55" not in " ".join(printed.values())

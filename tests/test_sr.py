@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from dataclasses import replace
@@ -438,3 +439,33 @@ def test_empty_source_images_are_refused(headers: list[Dataset]) -> None:
 def test_software_version_is_required(headers: list[Dataset]) -> None:
     with pytest.raises(TriageError, match='"software_version"'):
         build_triage_sr(headers, [result_for(headers)], software_version="")
+
+
+# --- source values that are not valid DICOM -----------------------------------------------------
+
+
+def test_birth_date_that_is_not_a_dicom_date_is_left_empty(
+    headers: list[Dataset], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An old system's "1960-01-01" must not cost the study its result, nor reach the log."""
+    caplog.set_level(logging.WARNING, logger="triage.dicom.sr")
+    with pydicom.config.disable_value_validation():
+        for ds in headers:
+            ds.PatientBirthDate = "1960-01-01"
+    sr = build(headers, [result_for(headers)])
+    assert sr.PatientBirthDate == ""
+    assert sr.PatientID == headers[0].PatientID
+    assert headers[0].PatientBirthDate == "1960-01-01"  # the caller's header is unchanged
+    messages = [r.getMessage() for r in caplog.records if r.name == "triage.dicom.sr"]
+    assert any("PatientBirthDate" in m for m in messages), caplog.text
+    assert not any("1960" in m for m in messages)
+
+
+def test_an_invalid_copied_value_is_an_error_that_does_not_quote_it(
+    headers: list[Dataset],
+) -> None:
+    headers[0].PatientSex = "SECRET-VALUE"  # highdicom refuses it with the value in its text
+    with pytest.raises(TriageError, match="not valid DICOM") as info:
+        build(headers, [result_for(headers)])
+    assert "SECRET-VALUE" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__

@@ -194,6 +194,7 @@ class WorklistRow:
     triaged_at: datetime | None
     instances: int
     findings: tuple[FindingRow, ...]
+    delivery: str | None = None  # the study's results: pending, delivered or dead (None: none)
 
     @property
     def rank(self) -> int:
@@ -592,6 +593,32 @@ class Catalogue:
             rows = s.execute(query.order_by(Delivery.id))
             return [_delivery_row(d, uid) for d, uid in rows]
 
+    def results_delivered(self, study_uid: str) -> int:
+        """How many of the study's SRs reached the PACS (the PACS counts them as its own)."""
+        with self.session() as s:
+            count = s.scalar(
+                select(func.count(Delivery.id))
+                .join(Study, Study.id == Delivery.study_id)
+                .where(
+                    Study.study_instance_uid == study_uid,
+                    Delivery.state == DELIVERED,
+                    ~Delivery.destination.startswith("hl7:"),
+                )
+            )
+            return int(count or 0)
+
+    def drop_dead_deliveries(self, ids: Sequence[int]) -> list[int]:
+        """Delete the dead-lettered outbox rows among ``ids``; returns the ids deleted."""
+
+        def work(s: Session) -> list[int]:
+            chosen = select(Delivery).where(Delivery.id.in_(list(ids)), Delivery.state == DEAD)
+            rows = list(s.scalars(chosen))
+            for row in rows:
+                s.delete(row)
+            return [row.id for row in rows]
+
+        return self._retry(work)
+
     def mark_delivered(self, delivery_id: int) -> None:
         def work(s: Session) -> None:
             s.execute(
@@ -642,6 +669,9 @@ class Catalogue:
                     .group_by(Series.study_id)
                 )
             }
+            outbox: dict[int, set[str]] = {}
+            for study_id, state in s.execute(select(Delivery.study_id, Delivery.state)):
+                outbox.setdefault(study_id, set()).add(state)
             findings: dict[int, list[FindingRow]] = {}
             for r in s.scalars(select(Result)):
                 findings.setdefault(r.study_id, []).append(
@@ -668,6 +698,7 @@ class Catalogue:
                 triaged_at=st.triaged_at,
                 instances=counts.get(st.id, 0),
                 findings=tuple(findings.get(st.id, [])),
+                delivery=_delivery_state(outbox.get(st.id, set())),
             )
             for st in studies
         ]
@@ -694,6 +725,17 @@ class Catalogue:
 
         self._retry(work)
 
+    def instance_count(self, study_uid: str) -> int:
+        """How many instances of the study are stored and catalogued here."""
+        with self.session() as s:
+            count = s.scalar(
+                select(func.count(Instance.id))
+                .join(Series, Instance.series_id == Series.id)
+                .join(Study, Series.study_id == Study.id)
+                .where(Study.study_instance_uid == study_uid)
+            )
+            return int(count or 0)
+
     def study_state(self, study_uid: str) -> tuple[str, int] | None:
         with self.session() as s:
             row = s.execute(
@@ -711,6 +753,14 @@ class Catalogue:
             }
             instances = s.scalar(select(func.count(Instance.id))) or 0
         return {"instances": instances, **by_state}
+
+
+def _delivery_state(states: set[str]) -> str | None:
+    """One word for a study's outbox rows: the worst of them (dead, then pending)."""
+    for state in (DEAD, PENDING, DELIVERED):
+        if state in states:
+            return state
+    return None
 
 
 def _study(s: Session, study_uid: str) -> Study | None:

@@ -42,11 +42,20 @@ def _settings() -> Settings:
 @app.command()
 def config() -> None:
     """Print the effective configuration (environment, config file, defaults)."""
+    from triage.dicom.tls import receiver_context, sender_context
+
     settings = load_settings()
+    receiver_context(settings)  # a certificate or key that cannot work stops here, named
+    sender_context(settings)
     for key, value in settings.as_dict().items():
         sys.stdout.write(f"{key:26} {value}\n")
     if settings.pacs is None:
         errors.print("[yellow]warning:[/] TRIAGE_PACS is not set: results stay in the outbox")
+    if not settings.allowed_aes:
+        errors.print(
+            "[yellow]warning:[/] TRIAGE_ALLOWED_AES is not set: the receiver accepts "
+            "associations from any calling AE title"
+        )
 
 
 @app.command()
@@ -59,8 +68,8 @@ def receive() -> None:
     settings = _settings()
     stop = _stop_on_signal()
     settings.home.mkdir(parents=True, exist_ok=True)
-    receiver = Receiver(
-        open_store(settings.store), Catalogue(settings.database_url), settings.ae_title
+    receiver = Receiver.from_settings(
+        open_store(settings.store), Catalogue(settings.database_url), settings
     )
     receiver.start(settings.host, settings.port)
     stop.wait()
@@ -93,6 +102,20 @@ def _start_node(settings: Settings) -> tuple[TriageNode, Services]:
     svc = Svc.open(settings)
     use_services(svc)
     node = Node(svc, run_study=triage_study, run_delivery=deliver_outbox, warm_up=warm_up)
+    if settings.pull_interval:
+        from flows.pull import pull_new_studies, use_puller
+        from triage.pull import puller_for
+
+        use_puller(
+            puller_for(
+                settings,
+                svc.store,
+                svc.catalogue,
+                node.receiver,
+                on_complete=node.triage_now,
+            )
+        )
+        node.run_pull = pull_new_studies
     node.start()
     return node, svc
 
@@ -191,6 +214,54 @@ def send(
 
 
 @app.command()
+def pull(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one poll-and-retrieve cycle, then exit.")
+    ] = False,
+) -> None:
+    """Find new studies on the PACS (TRIAGE_PACS) and retrieve those not here yet.
+
+    `triage serve` does this every TRIAGE_PULL_INTERVAL seconds; this runs one cycle. With
+    C-MOVE the PACS sends the study to this node's receiver: the running `triage serve`, or a
+    receiver started here for the cycle.
+    """
+    if not once:
+        raise TriageError("use `triage pull --once`; `triage serve` polls on its own schedule")
+    from triage.catalogue import Catalogue
+    from triage.dicom.receive import Receiver
+    from triage.pull import describe, puller_for
+    from triage.runtime import configure_prefect
+    from triage.store import open_store
+
+    settings = _settings()
+    configure_prefect(settings)
+    from flows.pull import pull_new_studies, use_puller
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store, catalogue = open_store(settings.store), Catalogue(settings.database_url)
+    receiver = Receiver.from_settings(store, catalogue, settings)
+    listening = False
+    if settings.pacs_protocol == "dimse" and settings.pull_retrieve == "c-move":
+        try:
+            receiver.start(settings.host, settings.port)
+            listening = True
+        except TriageError as exc:  # the port is taken: most likely `triage serve` receives
+            errors.print(f"[yellow]note:[/] no receiver started here ({exc}); C-MOVE goes there")
+    puller = puller_for(settings, store, catalogue, receiver)
+    use_puller(puller)
+    try:
+        pull_new_studies()
+        summary = puller.last_summary
+    finally:
+        if listening:
+            receiver.stop()
+    for line in describe(summary):
+        console.print(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
 def rerun(study_instance_uid: str) -> None:
     """Triage a study again (e.g. after it was *not analysed*)."""
     from triage.catalogue import Catalogue
@@ -233,6 +304,22 @@ def outbox_retry() -> None:
 
     count = retry_dead(Catalogue(load_settings().database_url))
     console.print(f"{count} delivery(ies) queued again")
+
+
+@outbox_app.command("drop")
+def outbox_drop(
+    ids: Annotated[list[int], typer.Argument(help="Outbox ids (from `triage outbox list`).")],
+) -> None:
+    """Remove dead-lettered items for good (e.g. a result the PACS must never get)."""
+    from triage.catalogue import Catalogue
+
+    catalogue = Catalogue(load_settings().database_url)
+    dropped = catalogue.drop_dead_deliveries(ids)
+    missing = sorted(set(ids) - set(dropped))
+    console.print(f"{len(dropped)} delivery(ies) dropped")
+    if missing:
+        errors.print(f"not dropped (unknown, or not dead: retry or wait for them): {missing}")
+        raise typer.Exit(1)
 
 
 @app.command()

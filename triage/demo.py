@@ -22,7 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from triage.config import DicomNode, Settings
+from triage.config import AllowedAE, DicomNode, Settings
 from triage.dicom.synthetic import write_study
 from triage.phantom import head_phantom
 from triage.worklist.view import worklist_table
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from triage.services import Services
 
 DEMO_TIMEOUT_SECONDS = 170
+DEMO_SENDER_AE = "DEMO_CT"
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,9 @@ def run_demo(settings: Settings, count: int, console: Console) -> int:
         )
     else:
         console.print(f"[bold]PACS:[/] {settings.pacs}")
+    if settings.allowed_aes:  # the demo's own modality, sending from this machine
+        demo_ct = AllowedAE(DEMO_SENDER_AE, "127.0.0.1")
+        settings = dataclasses.replace(settings, allowed_aes=(*settings.allowed_aes, demo_ct))
     if "TRIAGE_PORT" not in os.environ:
         settings = dataclasses.replace(settings, port=0)  # any free port
     console.print(f"[bold]state:[/] {settings.home}")
@@ -154,7 +158,7 @@ def _drive(settings: Settings, port: int, svc: Services, count: int, console: Co
                     "--to",
                     target,
                     "--calling-ae",
-                    "DEMO_CT",
+                    DEMO_SENDER_AE,
                 ],
                 check=True,
                 capture_output=True,

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from triage.catalogue import utcnow
 from triage.deliver import deliver_due
 from triage.dicom.receive import Receiver
+from triage.dicom.tls import sender_context
 from triage.errors import StorageError
 from triage.results import Priority
 from triage.services import Services
@@ -33,8 +34,10 @@ class TriageNode:
         run_delivery: DeliveryRunner | None = None,
         poll_seconds: float = 0.5,
         warm_up: Callable[[], object] | None = None,
+        run_pull: Callable[[], object] | None = None,
     ) -> None:
         self.svc = svc
+        self.run_pull = run_pull  # pull mode: one poll of the PACS every TRIAGE_PULL_INTERVAL
         self.run_study = run_study
         self.run_delivery = run_delivery or (
             lambda: deliver_due(svc.store, svc.catalogue, svc.settings)
@@ -44,7 +47,8 @@ class TriageNode:
         self._warmed = threading.Event()
         if warm_up is None:
             self._warmed.set()
-        self.receiver = Receiver(svc.store, svc.catalogue, svc.settings.ae_title)
+        self.receiver = Receiver.from_settings(svc.store, svc.catalogue, svc.settings)
+        sender_context(svc.settings)  # a TLS setting that cannot work stops start-up, not delivery
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -59,11 +63,10 @@ class TriageNode:
         if self.warm_up is not None:  # e.g. start Prefect's embedded API before the first study
             # not joined on stop: a warm-up in progress must not delay a SIGTERM
             threading.Thread(target=self._warm_up, name="triage-warm-up", daemon=True).start()
-        for name, target in (
-            ("watcher", self._watch),
-            ("triage", self._work),
-            ("delivery", self._deliver),
-        ):
+        loops = [("watcher", self._watch), ("triage", self._work), ("delivery", self._deliver)]
+        if self.run_pull is not None and self.svc.settings.pull_interval:
+            loops.append(("pull", self._pull))
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"triage-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -90,6 +93,25 @@ class TriageNode:
             except Exception:
                 log.exception("completion watcher failed; retrying")
             self._stop.wait(self.poll_seconds)
+
+    def triage_now(self, study_uid: str) -> None:
+        """A study known to be complete (all the instances the PACS reported are here): triage
+        it without waiting for the quiet period."""
+        generation = self.svc.catalogue.claim_for_triage(study_uid)
+        if generation is not None:
+            self._queue.put((study_uid, generation))
+
+    def _pull(self) -> None:
+        assert self.run_pull is not None and self.svc.settings.pull_interval
+        if not self._wait_for_warm_up():
+            return
+        while not self._stop.is_set():
+            try:
+                self.run_pull()
+            except Exception as exc:  # the PACS down, a query refused: try again next interval
+                interval = self.svc.settings.pull_interval
+                log.warning("pull from the PACS failed; next try in %.0f s: %s", interval, exc)
+            self._stop.wait(self.svc.settings.pull_interval)
 
     def _warm_up(self) -> None:
         assert self.warm_up is not None

@@ -16,9 +16,11 @@ import pydicom
 import torch
 
 from triage import __version__
+from triage.deliver import hl7_destination, sr_destination
 from triage.dicom.sr import build_triage_sr, sr_uids
 from triage.dicom.volume import AssemblyOptions, assemble_volume
 from triage.errors import ModelError, NotAVolumeError, StorageError
+from triage.hl7 import oru_r01
 from triage.inference import probability
 from triage.preprocess import model_input
 from triage.priority import priority_for, study_priority
@@ -139,10 +141,15 @@ def report(svc: Services, study_uid: str, results: list[ModelResult]) -> dict[tu
         sr.save_as(buffer, enforce_file_format=True)
         key = f"results/{study_uid}/{uids.sop_instance_uid}.dcm"
         svc.store.put(key, buffer.getvalue())
-        if svc.settings.pacs is not None:
-            svc.catalogue.enqueue_delivery(
-                study_uid, uids.sop_instance_uid, key, str(svc.settings.pacs)
-            )
+        destination = sr_destination(svc.settings)
+        if destination is not None:
+            svc.catalogue.enqueue_delivery(study_uid, uids.sop_instance_uid, key, destination)
+        hl7_to = hl7_destination(svc.settings)
+        if hl7_to is not None:  # the priority where RIS worklists sort, beside the SR
+            message = oru_r01(headers[0], result, sending_application=svc.settings.ae_title)
+            hl7_key = f"results/{study_uid}/{uids.sop_instance_uid}.hl7"
+            svc.store.put(hl7_key, message.encode("utf-8"))
+            svc.catalogue.enqueue_delivery(study_uid, uids.sop_instance_uid, hl7_key, hl7_to)
         written[(result.model_name, result.model_version)] = uids.sop_instance_uid
     return written
 

@@ -4,19 +4,100 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from typing import Any
 
 from triage.config import Settings
 
+# Kept at WARNING or above whatever TRIAGE_LOG_LEVEL says: at DEBUG pynetdicom dumps PDUs and
+# DIMSE messages and pydicom dumps data elements, patient data included; the others are noise.
+QUIET_LIBRARIES = (
+    "pynetdicom",
+    "pydicom",
+    "highdicom",
+    "pylibjpeg",
+    "openjpeg",
+    "httpx",
+    "urllib3",
+    "dicomweb_client",
+    "hl7apy",
+    "prefect",
+    "alembic",
+    "aiosqlite",
+)
+
 
 def configure_logging(level: str) -> None:
+    """The node's log on stderr at ``level`` (TRIAGE_LOG_LEVEL), with no patient identifiers."""
+    numeric = getattr(logging, level)
     logging.basicConfig(
-        level=getattr(logging, level),
+        level=numeric,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("pynetdicom", "httpx", "prefect", "alembic", "aiosqlite", "highdicom"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
+    logging.getLogger().setLevel(numeric)  # also when a handler was installed before us
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric))
+    keep_patient_data_out_of_logs()
+
+
+# Library messages that quote a data value (a birth date, a name, an ID), and what they become:
+# the value is withheld, what was wrong stays. pydicom: "Invalid value for VR DA: '1931-05-14'.";
+# highdicom: 'The string "DOE JOHN" is unlikely to represent the intended person name ...' and
+# 'value of argument "patient_name" is potentially invalid: "DOE JOHN"'.
+_WITHHELD = "(value withheld from the log)"
+_QUOTED_VALUES = (
+    (re.compile(r"(Invalid value for VR \w+): .*?(\.?)$", re.MULTILINE), rf"\1 {_WITHHELD}\2"),
+    (re.compile(r'(The string )".*?"( is unlikely to represent)', re.DOTALL), rf"\1{_WITHHELD}\2"),
+    (re.compile(r"(is potentially invalid): .*?$", re.MULTILINE), rf"\1 {_WITHHELD}"),
+)
+_LIBRARIES_THAT_QUOTE_VALUES = ("pydicom", "highdicom", "py.warnings")
+
+
+def withhold_dicom_values(record: logging.LogRecord) -> None:
+    """Rewrites the record's message without the data values it quotes."""
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):  # logging would print its arguments as they are
+        record.msg, record.args = "(a message that could not be formatted; withheld)", None
+        return
+    withheld = message
+    for pattern, replacement in _QUOTED_VALUES:
+        withheld = pattern.sub(replacement, withheld)
+    if withheld != message:
+        record.msg, record.args = withheld, None
+
+
+def _from_library_that_quotes_values(name: str) -> bool:
+    return any(name == lib or name.startswith(lib + ".") for lib in _LIBRARIES_THAT_QUOTE_VALUES)
+
+
+def keep_patient_data_out_of_logs() -> None:
+    """No PatientName, PatientID, birth date or accession number reaches a log.
+
+    The node's own messages carry UIDs and internal ids only. Libraries: pynetdicom does not log
+    C-FIND/C-GET/C-MOVE identifiers, Python warnings go through logging, and every record from
+    pydicom or highdicom (any of their modules, whatever handler writes it) loses the values it
+    quotes: the check is made where records are created. Idempotent.
+    """
+    from pynetdicom import _config as pynetdicom_config
+
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.captureWarnings(True)
+    make_record = logging.getLogRecordFactory()
+    if getattr(make_record, "withholds_dicom_values", False):
+        return
+
+    def make_record_without_values(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if _from_library_that_quotes_values(record.name):
+            withhold_dicom_values(record)
+        return record
+
+    make_record_without_values.withholds_dicom_values = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record_without_values)
 
 
 def configure_prefect(settings: Settings) -> None:

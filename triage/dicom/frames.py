@@ -45,6 +45,7 @@ class Frame:
     slope: float
     intercept: float
     content: Dataset | None = None  # the frame's FrameContentSequence item (enhanced images)
+    sop_instance_uid: str = ""
 
     @property
     def time_key(self) -> tuple[float, ...]:
@@ -62,7 +63,14 @@ class Frame:
     @property
     def identity(self) -> tuple[str, int | None]:
         """The same SOP instance and frame: an exact duplicate whatever file it came from."""
-        return (str(self.dataset.get("SOPInstanceUID", self.source)), self.number)
+        return (self.sop_instance_uid or self.source, self.number)
+
+
+def _uid(ds: Dataset) -> str:
+    try:
+        return str(ds.get("SOPInstanceUID", "") or "")
+    except Exception:  # a corrupt element: the file name identifies the frame instead
+        return ""
 
 
 def _first(ds: Dataset | None, sequence: str) -> Dataset | None:
@@ -249,4 +257,5 @@ def _frame(
         slope=_number(slope, 1.0) or 1.0,
         intercept=_number(intercept, 0.0),
         content=content,
+        sop_instance_uid=_uid(ds),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,9 +39,11 @@ def store_datasets(
     datasets: Sequence[Dataset],
     calling_ae: str,
     timeout: float = 30,
+    tls: ssl.SSLContext | None = None,
 ) -> list[int]:
     """Send every data set; returns one DIMSE status per data set (0 is success).
 
+    With ``tls`` the association runs over TLS, the peer verified against the node's host name.
     Raises DeliveryError when no association can be made at all.
     """
     if not datasets:
@@ -61,7 +64,8 @@ def store_datasets(
     for sop_class, syntaxes in contexts.items():
         ae.add_requested_context(sop_class, sorted(syntaxes))
     try:
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+        tls_args = None if tls is None else (tls, node.host)
+        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
     except OSError as exc:
         raise DeliveryError(f"cannot connect to {node}: {exc}") from exc
     if not assoc.is_established:
@@ -69,6 +73,12 @@ def store_datasets(
             raise DeliveryError(
                 f"{node} rejected the association (calling AE {calling_ae}): check that the PACS "
                 "knows this node's AE title"
+            )
+        if tls is not None:
+            raise DeliveryError(
+                f"no TLS association with {node}: is the PACS running and listening with TLS, "
+                "and does its certificate verify against TRIAGE_TLS_CA for that host name? "
+                "(the node's log has the TLS error)"
             )
         raise DeliveryError(f"cannot reach {node}: no association (is the PACS running?)")
     statuses: list[int] = []

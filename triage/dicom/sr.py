@@ -8,7 +8,9 @@ docs/ (the conformance statement) lists them.
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import math
 import zlib
 from collections.abc import Sequence
@@ -21,9 +23,12 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DA, TM
 
 from triage.errors import TriageError
 from triage.results import ModelResult, Priority
+
+log = logging.getLogger(__name__)
 
 # --- Codes --------------------------------------------------------------------------------------
 # Every code below is in pydicom.sr.codedict.codes (same value and scheme; tests check it). Where
@@ -172,25 +177,61 @@ def build_triage_sr(
 
     when = content_datetime or datetime.now()
     description = f"AI triage {model_name} {model_version}"[:_LO_MAX]
-    return hd.sr.Comprehensive3DSR(
-        evidence=list(source_images),
-        content=report,
-        series_instance_uid=uids.series_instance_uid,
-        series_number=sr_series_number(model_name),
-        sop_instance_uid=uids.sop_instance_uid,
-        instance_number=1,
-        manufacturer=manufacturer,
-        is_complete=True,
-        is_final=False,
-        institution_name=institution_name,
-        series_description=description,
-        manufacturer_model_name=manufacturer,
-        software_versions=software_version,
-        content_date=when.date(),
-        content_time=when.time(),
-        series_date=when.date(),
-        series_time=when.time(),
-    )
+    evidence = [_copyable_patient_and_study(source_images[0]), *source_images[1:]]
+    try:
+        return hd.sr.Comprehensive3DSR(
+            evidence=evidence,
+            content=report,
+            series_instance_uid=uids.series_instance_uid,
+            series_number=sr_series_number(model_name),
+            sop_instance_uid=uids.sop_instance_uid,
+            instance_number=1,
+            manufacturer=manufacturer,
+            is_complete=True,
+            is_final=False,
+            institution_name=institution_name,
+            series_description=description,
+            manufacturer_model_name=manufacturer,
+            software_versions=software_version,
+            content_date=when.date(),
+            content_time=when.time(),
+            series_date=when.date(),
+            series_time=when.time(),
+        )
+    except ValueError:  # its text may quote a patient attribute: neither chained nor logged
+        raise TriageError(
+            f"the SR cannot be built from series {series_uid}: an attribute copied from its "
+            "images (Patient or General Study module) is not valid DICOM"
+        ) from None
+
+
+def _copyable_patient_and_study(first: Dataset) -> Dataset:
+    """The first image's header with dates and times that are not valid DICOM left empty.
+
+    The SR copies the Patient and General Study modules from it; a birth date written
+    "1932-06-25" by an old system must not cost the study its result. No value is logged.
+    """
+    invalid = [
+        keyword
+        for keyword, vr in (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM))
+        if not _converts(vr, first.get(keyword))
+    ]
+    if not invalid:
+        return first
+    fixed = copy.deepcopy(first)  # the caller's data set stays as it was
+    for keyword in invalid:
+        study = first.get("StudyInstanceUID", "?")
+        log.warning("%s of study %s is not valid DICOM; the SR leaves it empty", keyword, study)
+        setattr(fixed, keyword, "")
+    return fixed
+
+
+def _converts(vr: type[DA] | type[TM], value: object) -> bool:
+    try:
+        vr(value)
+    except ValueError:
+        return False
+    return True
 
 
 def read_triage_sr(dataset: Dataset) -> list[SrFinding]:

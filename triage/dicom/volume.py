@@ -172,6 +172,14 @@ def read_instance(data: bytes, name: str) -> Dataset:
         raise NotAVolumeError(f"{name} cannot be read as DICOM: {exc}") from exc
 
 
+def _text(ds: Dataset, keyword: str) -> str:
+    """A header value as text; empty when it is absent or cannot be read (a corrupt element)."""
+    try:
+        return str(ds.get(keyword, "") or "")
+    except Exception:
+        return ""
+
+
 def _header(ds: Dataset) -> Dataset:
     """A copy without pixel data, kept for the SR's image library."""
     header = Dataset()
@@ -191,15 +199,20 @@ def collect_frames(
     """Every frame of every instance, and warnings. Localizers in the series are left out (a
     scout sent with the slices); any other instance that is not a slice stops it."""
     names = names or [
-        str(ds.get("SOPInstanceUID", f"image {i + 1}")) for i, ds in enumerate(datasets)
+        _text(ds, "SOPInstanceUID") or f"image {i + 1}" for i, ds in enumerate(datasets)
     ]
     frames: list[Frame] = []
     localizers = 0
     for ds, name in zip(datasets, names, strict=True):
-        if is_localizer(ds):
-            localizers += 1
-            continue
-        frames.extend(frames_of(ds, name))
+        try:
+            if is_localizer(ds):
+                localizers += 1
+                continue
+            frames.extend(frames_of(ds, name))
+        except NotAVolumeError:
+            raise
+        except Exception as exc:  # a corrupt element: pydicom raises many types
+            raise NotAVolumeError(f"{name}: the header cannot be read ({exc})") from exc
     if localizers and not frames:
         raise NotAVolumeError(f"localizer (scout) image(s) only ({localizers})")
     warnings = [f"left out {localizers} localizer (scout) image(s)"] if localizers else []
@@ -535,7 +548,7 @@ def volumes_from_datasets(
 ) -> list[Volume]:
     """Every volume a series makes (one per time point of a 4D series)."""
     stacks = plan_series(datasets, options, names)
-    series_uid = str(datasets[0].get("SeriesInstanceUID", ""))
+    series_uid = _text(datasets[0], "SeriesInstanceUID")
     return [load_stack(stack, series_uid, options) for stack in stacks]
 
 
@@ -551,7 +564,7 @@ def volume_from_datasets(
             f"a 4D (time) series: {len(stacks)} time points of {len(stacks[0].frames)} slices, "
             "not one volume"
         )
-    series_uid = str(datasets[0].get("SeriesInstanceUID", ""))
+    series_uid = _text(datasets[0], "SeriesInstanceUID")
     return load_stack(stacks[0], series_uid, options)
 
 

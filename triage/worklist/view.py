@@ -27,6 +27,7 @@ def worklist_json(rows: Sequence[WorklistRow]) -> list[dict[str, Any]]:
             "received_at": r.received_at.isoformat() + "Z",
             "triaged_at": r.triaged_at.isoformat() + "Z" if r.triaged_at else None,
             "instances": r.instances,
+            "delivery": r.delivery,
             "findings": [
                 {
                     "name": f.name,
@@ -72,9 +73,14 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
         top = r.top_finding
         priority = r.priority or "pending"
         state = r.state
-        if r.reason:
+        reasons = [r.reason] if r.reason else []
+        if r.delivery == "dead":
+            reasons.append("the result could not be delivered to the PACS (see `triage outbox`)")
+            state = f"{state}, SR undelivered"
+        if reasons:
             notes.append(
-                f"[{len(notes) + 1}] {r.accession_number or r.study_instance_uid}: {r.reason}"
+                f"[{len(notes) + 1}] {r.accession_number or r.study_instance_uid}: "
+                + "; ".join(reasons)
             )
             state = f"{state} [{len(notes)}]" if wide else f"see [{len(notes)}]"
         cells: dict[str, str | Text] = {
