@@ -52,6 +52,15 @@ PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
     "1.2.840.10008.1.2.5": ("pylibjpeg", "pydicom"),
 }
 
+#: In worker processes, one decoder per CPU: GDCM's JPEG 2000 decoder runs threads of its own
+#: (19 ms of CPU for 12.5 ms of wall time a frame), which then compete with the other workers;
+#: openjpeg via pylibjpeg (16 ms, one thread) decodes more frames per second there.
+WORKER_PLUGINS: dict[str, tuple[str, ...]] = {
+    **PREFERRED_PLUGINS,
+    "1.2.840.10008.1.2.4.90": ("pylibjpeg", "gdcm"),
+    "1.2.840.10008.1.2.4.91": ("pylibjpeg", "gdcm"),
+}
+
 _NATIVE_LITTLE = {
     "1.2.840.10008.1.2",  # implicit VR little endian
     "1.2.840.10008.1.2.1",  # explicit VR little endian
@@ -76,7 +85,9 @@ def check_size(rows: int, columns: int, frames: int, source: str) -> None:
         )
 
 
-def stored_values(ds: Dataset, source: str) -> np.ndarray:
+def stored_values(
+    ds: Dataset, source: str, plugins: dict[str, tuple[str, ...]] | None = None
+) -> np.ndarray:
     """All frames of an instance as (frames, rows, columns) stored values (before rescale);
     colour images get a last axis for the samples."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -86,7 +97,7 @@ def stored_values(ds: Dataset, source: str) -> np.ndarray:
     if fast is not None:
         return fast
     try:
-        pixels = _decode(ds)
+        pixels = _decode(ds, plugins)
     except Exception as exc:  # each backend raises its own types
         raise NotAVolumeError(
             f"{source}: pixel data cannot be decoded "
@@ -97,10 +108,10 @@ def stored_values(ds: Dataset, source: str) -> np.ndarray:
     return np.asarray(pixels).reshape(shape)
 
 
-def _decode(ds: Dataset) -> np.ndarray:
+def _decode(ds: Dataset, plugins: dict[str, tuple[str, ...]] | None = None) -> np.ndarray:
     """Decode with the fastest plugin measured for the transfer syntax, then any other."""
     syntax = transfer_syntax(ds)
-    preferred = PREFERRED_PLUGINS.get(syntax, ())
+    preferred = (plugins or PREFERRED_PLUGINS).get(syntax, ())
     if preferred:
         try:
             available = get_decoder(UID(syntax)).available_plugins
@@ -209,4 +220,18 @@ def decode_portable(attributes: dict[str, Any], pixel_data: bytes, source: str) 
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     ds.add_new(0x7FE00010, "OB", pixel_data)
-    return stored_values(ds, source)
+    return stored_values(ds, source, WORKER_PLUGINS)
+
+
+def decode_portable_batch(
+    items: list[tuple[dict[str, Any], bytes, str]],
+) -> list[np.ndarray | NotAVolumeError]:
+    """Runs in a worker process: several instances per task, so that the cost of a task (its
+    pickling both ways, the wake-ups) is paid once for all of them."""
+    out: list[np.ndarray | NotAVolumeError] = []
+    for attributes, pixel_data, source in items:
+        try:
+            out.append(decode_portable(attributes, pixel_data, source))
+        except NotAVolumeError as exc:
+            out.append(exc)
+    return out

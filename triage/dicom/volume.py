@@ -38,7 +38,7 @@ from pydicom.dataset import Dataset
 
 from triage.dicom.decode import (
     check_size,
-    decode_portable,
+    decode_portable_batch,
     decoder_pool,
     decoder_pool_failed,
     is_encapsulated,
@@ -60,6 +60,7 @@ SPACING_TOLERANCE = 0.1  # relative step difference still "even"
 TILT_TOLERANCE_DEGREES = 0.05
 UNEVEN_SPACING_CHOICES = ("resample", "refuse")
 PROCESS_DECODING_MIN_INSTANCES = 8  # fewer compressed images are decoded in threads
+PROCESS_BATCH = 8  # compressed images per task sent to a decoding process, at most
 
 
 @dataclass(frozen=True)
@@ -456,25 +457,46 @@ def decode_stack(
     return out, failures
 
 
+class _InBatch:
+    """One instance's share of a batch decoded in a worker process."""
+
+    def __init__(self, batch: Future[list[np.ndarray | NotAVolumeError]], index: int) -> None:
+        self.batch, self.index = batch, index
+
+    def result(self) -> np.ndarray:
+        value = self.batch.result()[self.index]
+        if isinstance(value, NotAVolumeError):
+            raise value
+        return value
+
+
 def _decode_in_processes(
     slots: dict[str, list[tuple[int, Frame]]], options: AssemblyOptions
-) -> dict[str, Future[np.ndarray]]:
+) -> dict[str, _InBatch]:
     """Start decoding the compressed instances in worker processes (their decoders hold the
-    GIL); none when there are too few to be worth it or only one CPU."""
+    GIL), in batches of a few instances; none when there are too few to be worth it or only
+    one CPU."""
     compressed = [s for s, frames in slots.items() if is_encapsulated(frames[0][1].dataset)]
     if len(compressed) < PROCESS_DECODING_MIN_INSTANCES:
         return {}
     pool = decoder_pool(options.workers)
     if pool is None:
         return {}
-    futures: dict[str, Future[np.ndarray]] = {}
+    items = []
     for source in compressed:
         try:
             attributes, data = portable(slots[source][0][1].dataset)
-            futures[source] = pool.submit(decode_portable, attributes, data, source)
         except Exception:  # unreadable here too: the thread path reports it with its reason
             continue
-    return futures
+        items.append((attributes, data, source))
+    size = max(1, min(PROCESS_BATCH, len(items) // (4 * max(1, options.workers)) or 1))
+    pending: dict[str, _InBatch] = {}
+    for start in range(0, len(items), size):
+        batch = items[start : start + size]
+        future = pool.submit(decode_portable_batch, batch)
+        for index, (_, _, source) in enumerate(batch):
+            pending[source] = _InBatch(future, index)
+    return pending
 
 
 def _resample(stack: Stack, planes: np.ndarray) -> np.ndarray:
