@@ -280,7 +280,9 @@ def assert_exactly_one_sr(node: ServeNode, pacs: HoldingPacs, study_uid: str) ->
     uids = [i["MainDicomTags"]["SOPInstanceUID"] for i in srs]
     assert uids == [expected], f"SRs in Orthanc: {uids}, expected only {expected}"
     with node.catalogue.session() as s:
-        recorded = list(s.scalars(select(Result.sr_sop_instance_uid)))
+        # the active model's result (a model in shadow mode writes no SR)
+        active = select(Result.sr_sop_instance_uid).where(Result.role == "active")
+        recorded = list(s.scalars(active))
     assert recorded == [expected]
     rows = [r for r in node.catalogue.deliveries() if r.study_instance_uid == study_uid]
     assert [(r.sop_instance_uid, r.state) for r in rows] == [(expected, DELIVERED)]

@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from triage.errors import StorageError
@@ -117,6 +117,46 @@ class Result(Base):
     priority: Mapped[str] = mapped_column(String(32))
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # "active" results set the study's priority and go to the PACS; "shadow" ones are kept only
+    role: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    # JSON: what a segmentation model adds (lesion volume in mL, lesion centre in LPS mm)
+    details: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ModelVersion(Base):
+    """One registered model version: an immutable bundle in the object store (``key``)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(256))
+    task: Mapped[str] = mapped_column(String(32))
+    # registered (stored, not running), active, shadow or retired
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    options: Mapped[str] = mapped_column(Text)  # JSON, as registered
+    summary: Mapped[str] = mapped_column(Text)  # JSON: bundle metadata worth showing
+    trial: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the trial run
+    evaluation: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the last one
+    registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    registered_by: Mapped[str] = mapped_column(String(128))
+
+
+class ModelChange(Base):
+    """The model audit trail: every registration and change of state, who, when and why."""
+
+    __tablename__ = "model_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    who: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class Delivery(Base):
@@ -179,6 +219,9 @@ class FindingRow:
     probability: float
     threshold: float
     priority: str
+    role: str = "active"
+    lesion_volume_ml: float | None = None
+    lesion_centre_lps: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +238,8 @@ class WorklistRow:
     instances: int
     findings: tuple[FindingRow, ...]
     delivery: str | None = None  # the study's results: pending, delivered or dead (None: none)
+    # results of models in shadow mode: recorded, never in the priority nor sent to the PACS
+    shadow_findings: tuple[FindingRow, ...] = ()
 
     @property
     def rank(self) -> int:
@@ -225,6 +270,28 @@ BUSY_TIMEOUT_SECONDS = 30
 # senders (Orthanc 10 s, pynetdicom 30 s), so the sender hears a status it retries on instead
 # of timing out and aborting the association.
 RECORD_LOCK_WAIT_SECONDS = 8.0
+
+
+# Columns added since the first release, added to an older database when it is opened
+_ADDED_COLUMNS = (
+    ("results", "role", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
+    ("results", "details", "TEXT"),
+)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    from sqlalchemy import inspect, text
+
+    for table, column, ddl in _ADDED_COLUMNS:
+        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+            continue
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+        except (OperationalError, ProgrammingError):
+            # another process added it at the same moment
+            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -259,6 +326,7 @@ class Catalogue:
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except OperationalError as exc:
             raise StorageError(f"cannot open the catalogue database {url}: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -518,6 +586,8 @@ class Catalogue:
                 row.priority = res.priority.value
                 row.sr_sop_instance_uid = (sr_uids or {}).get((res.model_name, res.model_version))
                 row.created_at = utcnow()
+                row.role = res.role
+                row.details = _details_json(res)
             study.state = NOT_ANALYSED if priority is Priority.NOT_ANALYSED else TRIAGED
             study.priority = priority.value
             study.reason = reason
@@ -673,17 +743,10 @@ class Catalogue:
             for study_id, state in s.execute(select(Delivery.study_id, Delivery.state)):
                 outbox.setdefault(study_id, set()).add(state)
             findings: dict[int, list[FindingRow]] = {}
+            shadow: dict[int, list[FindingRow]] = {}
             for r in s.scalars(select(Result)):
-                findings.setdefault(r.study_id, []).append(
-                    FindingRow(
-                        r.model_name,
-                        r.model_version,
-                        r.finding_meaning,
-                        f"{r.finding_scheme}:{r.finding_value}",
-                        r.probability,
-                        r.threshold,
-                        r.priority,
-                    )
+                (shadow if r.role == "shadow" else findings).setdefault(r.study_id, []).append(
+                    finding_row(r)
                 )
         rows = [
             WorklistRow(
@@ -699,6 +762,7 @@ class Catalogue:
                 instances=counts.get(st.id, 0),
                 findings=tuple(findings.get(st.id, [])),
                 delivery=_delivery_state(outbox.get(st.id, set())),
+                shadow_findings=tuple(shadow.get(st.id, [])),
             )
             for st in studies
         ]
@@ -761,6 +825,32 @@ def _delivery_state(states: set[str]) -> str | None:
         if state in states:
             return state
     return None
+
+
+def finding_row(r: Result) -> FindingRow:
+    details = json.loads(r.details) if r.details else {}
+    centre = details.get("lesion_centre_lps")
+    return FindingRow(
+        r.model_name,
+        r.model_version,
+        r.finding_meaning,
+        f"{r.finding_scheme}:{r.finding_value}",
+        r.probability,
+        r.threshold,
+        r.priority,
+        r.role,
+        details.get("lesion_volume_ml"),
+        (float(centre[0]), float(centre[1]), float(centre[2])) if centre else None,
+    )
+
+
+def _details_json(res: ModelResult) -> str | None:
+    details: dict[str, Any] = {}
+    if res.lesion_volume_ml is not None:
+        details["lesion_volume_ml"] = round(float(res.lesion_volume_ml), 4)
+    if res.lesion_centre_lps is not None:
+        details["lesion_centre_lps"] = [round(float(v), 2) for v in res.lesion_centre_lps]
+    return json.dumps(details, sort_keys=True) if details else None
 
 
 def _study(s: Session, study_uid: str) -> Study | None:

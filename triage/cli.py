@@ -14,6 +14,7 @@ from rich.console import Console
 
 from triage.config import Settings, load_settings, parse_node
 from triage.errors import TriageError
+from triage.models_cli import models_app
 
 if TYPE_CHECKING:
     from triage.node import TriageNode
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 outbox_app = typer.Typer(help="The outbox of SRs waiting for the PACS.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(models_app, name="models")
 
 console = Console()
 errors = Console(stderr=True)

@@ -12,7 +12,7 @@ haemorrhage, and a model trained on them is a demonstration, never a clinical de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,11 +28,17 @@ HEAD_SEMI_AXES_MM = (75.0, 95.0, 70.0)
 
 @dataclass(frozen=True)
 class Lesion:
-    """Where the synthetic haemorrhage is: centre in voxel coordinates (i, j, k) of the volume."""
+    """Where the synthetic haemorrhage is: centre in voxel coordinates (i, j, k) of the volume.
+
+    ``box`` and ``box_mask`` say which voxels were painted (before blur and noise): the
+    segmentation ground truth, see `Phantom.lesion_mask`.
+    """
 
     centre_voxel: tuple[float, float, float]
     radius_mm: float
     density_hu: float
+    box: tuple[slice, slice, slice] | None = field(default=None, repr=False, compare=False)
+    box_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,15 @@ class Phantom:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (int(self.hu.shape[0]), int(self.hu.shape[1]), int(self.hu.shape[2]))
+
+    @property
+    def lesion_mask(self) -> np.ndarray:
+        """The painted lesion voxels as a boolean volume (all False without a lesion)."""
+        mask = np.zeros(self.shape, dtype=bool)
+        if self.lesion is not None and self.lesion.box is not None:
+            assert self.lesion.box_mask is not None
+            mask[self.lesion.box] = self.lesion.box_mask
+        return mask
 
     @property
     def affine_lps(self) -> np.ndarray:
@@ -329,6 +344,8 @@ def _paint_lesion(
         centre_voxel=(float(voxel[0]), float(voxel[1]), float(voxel[2])),
         radius_mm=radius,
         density_hu=density,
+        box=box,
+        box_mask=inside.copy(),
     )
 
 

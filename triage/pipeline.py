@@ -3,6 +3,10 @@
 plan -> analyse (assemble, preprocess, infer) per model -> report (SR into the store and the
 outbox) -> finish (priority into the catalogue). Each failure that concerns one study becomes
 *not analysed* with a reason; it never stops other studies.
+
+Models in shadow mode (`triage.lifecycle`) are planned and analysed like the active ones, and
+their results are recorded; they never set the priority, never write an SR and never make a
+study *not analysed*.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from triage.dicom.sr import build_triage_sr, sr_uids
 from triage.dicom.volume import AssemblyOptions, assemble_volume
 from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.hl7 import oru_r01
-from triage.inference import probability
-from triage.preprocess import model_input
+from triage.inference import score
+from triage.preprocess import model_input_with_affine
 from triage.priority import priority_for, study_priority
-from triage.results import ModelResult, Priority
+from triage.registry import TriageModel
+from triage.results import SHADOW, ModelResult, Priority
 from triage.selection import select_series
 from triage.services import Services
 
@@ -38,6 +43,8 @@ class Assignment:
     model_name: str
     series_instance_uid: str | None
     reason: str = ""
+    model_version: str = ""
+    role: str = "active"
 
 
 @dataclass
@@ -46,22 +53,49 @@ class Analysis:
     result: ModelResult | None
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    role: str = "active"
 
 
 def plan_study(svc: Services, study_uid: str) -> list[Assignment]:
-    if not svc.models:
-        return [Assignment("", None, "no model is registered on this node")]
-    candidates = svc.catalogue.series_of(study_uid)
+    models = svc.refresh_models()
+    if not any(m.role != SHADOW for m in models):
+        what = "no active model" if models else "no model is registered"
+        return [Assignment("", None, f"{what} on this node")] + _plan(svc, study_uid, models)
+    return _plan(svc, study_uid, models)
+
+
+def _plan(svc: Services, study_uid: str, models: list[TriageModel]) -> list[Assignment]:
+    candidates = svc.catalogue.series_of(study_uid) if models else []
     plan = []
-    for model in svc.models:
+    for model in models:
         series, reason = select_series(model.rule, candidates)
-        plan.append(Assignment(model.name, series.series_instance_uid if series else None, reason))
+        plan.append(
+            Assignment(
+                model.name,
+                series.series_instance_uid if series else None,
+                reason,
+                model.version,
+                model.role,
+            )
+        )
     return plan
 
 
 def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
     """Assemble the series, run the model, turn its probability into a priority."""
-    model = svc.model(assignment.model_name)
+    analysis = _analyse(svc, study_uid, assignment)
+    analysis.role = assignment.role
+    if assignment.role == SHADOW:
+        if analysis.result is None and analysis.reason:
+            # nothing else reports it: a shadow model never makes a study *not analysed*
+            level = logging.INFO if assignment.series_instance_uid is None else logging.WARNING
+            log.log(level, "shadow model %s: %s", assignment.model_name, analysis.reason)
+        analysis.timings = {"shadow_s": sum(analysis.timings.values())}
+    return analysis
+
+
+def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
+    model = svc.model(assignment.model_name, assignment.model_version or None)
     if assignment.series_instance_uid is None:
         return Analysis(model.name, None, assignment.reason)
     series = next(
@@ -81,11 +115,14 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         for warning in volume.warnings:
             log.info("series %s: %s", series.series_instance_uid, warning)
         t1 = time.perf_counter()
-        x = model_input(volume.array, volume.affine_lps, model.input, svc.device)
+        x, affine = model_input_with_affine(
+            volume.array, volume.affine_lps, model.input, svc.device
+        )
         if svc.device.type == "cuda":
             torch.cuda.synchronize(svc.device)
         t2 = time.perf_counter()
-        p = probability(model, x, svc.device)
+        verdict = score(model, x, affine, svc.device)
+        p = verdict.probability
         t3 = time.perf_counter()
     except NotAVolumeError as exc:
         label = series.series_number or series.series_description or "?"
@@ -103,11 +140,15 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         threshold=model.threshold,
         priority=priority_for(p, model.threshold, model.positive_priority),
         series_instance_uid=volume.series_instance_uid,
+        role=assignment.role,
+        lesion_volume_ml=verdict.lesion_volume_ml,
+        lesion_centre_lps=verdict.lesion_centre_lps,
     )
     log.info(
-        "model %s %s: p=%.3f -> %s (%.2fs)",
+        "model %s %s (%s): p=%.3f -> %s (%.2fs)",
         model.name,
         model.version,
+        assignment.role,
         p,
         result.priority.value,
         t3 - t0,
@@ -122,8 +163,8 @@ def report(svc: Services, study_uid: str, results: list[ModelResult]) -> dict[tu
     """
     written: dict[tuple[str, str], str] = {}
     for result in results:
-        if result.priority is Priority.NOT_ANALYSED:
-            continue
+        if result.priority is Priority.NOT_ANALYSED or result.role == SHADOW:
+            continue  # a shadow model's result never reaches the PACS
         series = next(
             s
             for s in svc.catalogue.series_of(study_uid)
@@ -163,11 +204,11 @@ def finish(
     timings: dict[str, float],
 ) -> Priority:
     results = [a.result for a in analyses if a.result is not None]
-    priority = study_priority(results)
+    priority = study_priority([r for r in results if r.role != SHADOW])
     reasons = [
         f"{a.model_name}: {a.reason}" if a.model_name else a.reason
         for a in analyses
-        if a.result is None and a.reason
+        if a.result is None and a.reason and a.role != SHADOW
     ]
     reason = "; ".join(reasons) if priority is Priority.NOT_ANALYSED else None
     current = svc.catalogue.finish_triage(

@@ -108,6 +108,14 @@ def model_input(
     than the target voxel: bilinear interpolation alone samples a fine grid without averaging
     it, which keeps all the noise of thin slices and small pixels and aliases small details.
     """
+    return model_input_with_affine(hu, affine_lps, spec, device)[0]
+
+
+def model_input_with_affine(
+    hu: np.ndarray, affine_lps: np.ndarray, spec: InputSpec, device: torch.device
+) -> tuple[torch.Tensor, np.ndarray]:
+    """`model_input` and the 4x4 affine from the input's voxel indices to LPS mm: where a
+    segmentation model's output voxels lie in the patient."""
     hu = np.asarray(hu)
     affine = np.asarray(affine_lps, dtype=np.float64)
     if hu.ndim != 3:
@@ -123,8 +131,11 @@ def model_input(
         x = Spacing(pixdim=spec.pixdim, mode="bilinear", padding_mode="border")(x)
         x = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)(x)
         x = ResizeWithPadOrCrop(spatial_size=spec.spatial_size, mode="constant")(x)
-    out = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
-    return out.to(device=device, dtype=torch.float32).contiguous()[None]
+    if not isinstance(x, MetaTensor):
+        raise ModelError("MONAI preprocessing lost the image geometry")
+    out = x.as_tensor().to(device=device, dtype=torch.float32).contiguous()[None]
+    ras = x.affine.detach().cpu().numpy().astype(np.float64)
+    return out, LPS_TO_RAS @ ras
 
 
 def _to_ras(image: MetaTensor) -> MetaTensor:

@@ -24,6 +24,10 @@ class Priority(StrEnum):
         return 0 if self is Priority.URGENT else 1
 
 
+ACTIVE = "active"
+SHADOW = "shadow"
+
+
 @dataclass(frozen=True)
 class ModelResult:
     """One model's verdict on one series of a study."""
@@ -35,6 +39,11 @@ class ModelResult:
     threshold: float
     priority: Priority
     series_instance_uid: str
+    #: ACTIVE results set the study's priority and go to the PACS; SHADOW ones are only recorded
+    role: str = "active"
+    #: what a segmentation model adds: the lesion's volume (mL) and centre (LPS mm)
+    lesion_volume_ml: float | None = None
+    lesion_centre_lps: tuple[float, float, float] | None = None
 
     @property
     def positive(self) -> bool:

@@ -16,8 +16,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import highdicom as hd
+import numpy as np
 from highdicom.sr.utils import find_content_items
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
@@ -53,6 +55,10 @@ PRIORITY_CODES: dict[Priority, Code] = {
     Priority.URGENT: Code("103391001", "SCT", "Urgency"),
     Priority.ROUTINE: Code("373115008", "SCT", "Routine"),
 }
+#: A segmentation model's lesion volume, a NUM in a TID 1411 group = codes.SCT.Volume, in
+#: codes.UCUM.CubicCentimeter (1 cm3 = 1 mL).
+VOLUME = Code("118565006", "SCT", "Volume")
+VOLUME_UNIT = Code("cm3", "UCUM", "cubic centimeter")
 #: The operating threshold travels as a TID 4019 "Algorithm Parameters" (111002, DCM) TEXT item.
 THRESHOLD_PARAMETER_PREFIX = "threshold="
 
@@ -79,6 +85,9 @@ class SrFinding:
     probability: float
     priority: Priority
     threshold: float | None
+    #: a segmentation model's lesion: volume in mL and centre (LPS mm), when the SR has them
+    lesion_volume_ml: float | None = None
+    lesion_centre_lps: tuple[float, float, float] | None = None
 
 
 def sr_uids(
@@ -158,8 +167,9 @@ def build_triage_sr(
             model_name=model_name,
         ),
     )
+    frame_of_reference = str(source_images[0].get("FrameOfReferenceUID", "") or "")
     groups = [
-        _measurement_group(result, uids.sop_instance_uid, index)
+        _measurement_group(result, uids.sop_instance_uid, index, frame_of_reference)
         for index, result in enumerate(results, start=1)
     ]
     try:
@@ -245,39 +255,71 @@ def read_triage_sr(dataset: Dataset) -> list[SrFinding]:
     report = sr.content
     if not isinstance(report, hd.sr.MeasurementReport):
         raise TriageError('Argument "dataset" does not hold a TID 1500 Measurement Report.')
-    return [_read_group(group) for group in report.get_image_measurement_groups()]
+    groups = [
+        *report.get_image_measurement_groups(),
+        *report.get_volumetric_roi_measurement_groups(),
+    ]
+    return [_read_group(group) for group in groups]
 
 
 # --- internals -----------------------------------------------------------------------------------
 
 
 def _measurement_group(
-    result: ModelResult, sop_instance_uid: str, index: int
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group for one result: tracking id, algorithm, finding, probability, priority."""
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
+    result: ModelResult, sop_instance_uid: str, index: int, frame_of_reference_uid: str = ""
+) -> (
+    hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+):
+    """The group for one result: tracking id, algorithm, finding, probability, priority.
+
+    TID 1501 for a finding of the whole series. A positive finding of a segmentation model
+    with its lesion becomes a TID 1411 volumetric ROI group instead: the lesion centre as a
+    3D point (SCOORD3D in the series' frame of reference) and the lesion volume as a NUM.
+    """
+    common: dict[str, Any] = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(
             uid=_derived_uid("triage-tracking", [sop_instance_uid, index]),
             identifier=f"{result.model_name} finding {index}",
         ),
-        finding_type=result.finding,
-        algorithm_id=hd.sr.AlgorithmIdentification(
+        "finding_type": result.finding,
+        "algorithm_id": hd.sr.AlgorithmIdentification(
             name=result.model_name,
             version=result.model_version,
             parameters=[f"{THRESHOLD_PARAMETER_PREFIX}{float(result.threshold)!r}"],
         ),
-        measurements=[
-            hd.sr.Measurement(
-                name=PROBABILITY, value=float(result.probability), unit=PROBABILITY_UNIT
-            )
-        ],
-        qualitative_evaluations=[
+        "qualitative_evaluations": [
             hd.sr.QualitativeEvaluation(name=PRIORITY, value=PRIORITY_CODES[result.priority])
         ],
+    }
+    probability = hd.sr.Measurement(
+        name=PROBABILITY, value=float(result.probability), unit=PROBABILITY_UNIT
+    )
+    located = (
+        result.lesion_centre_lps is not None
+        and result.lesion_volume_ml is not None
+        and result.positive
+        and frame_of_reference_uid
+    )
+    if not located:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(measurements=[probability], **common)
+    assert result.lesion_centre_lps is not None and result.lesion_volume_ml is not None
+    centre = np.array([[float(v) for v in result.lesion_centre_lps]])
+    volume = hd.sr.Measurement(name=VOLUME, value=float(result.lesion_volume_ml), unit=VOLUME_UNIT)
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        referenced_volume_surface=hd.sr.VolumeSurface(
+            graphic_type=hd.sr.GraphicTypeValues3D.POINT,
+            graphic_data=centre,
+            frame_of_reference_uid=frame_of_reference_uid,
+            source_series=hd.sr.SourceSeriesForSegmentation(result.series_instance_uid),
+        ),
+        measurements=[probability, volume],
+        **common,
     )
 
 
-def _read_group(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> SrFinding:
+def _read_group(group: Any) -> SrFinding:
+    """One TID 1501 or TID 1411 group (highdicom reads them as private base classes)."""
     finding = group.finding_type
     if finding is None:
         raise TriageError('Argument "dataset" has a measurement group without a "Finding".')
@@ -320,7 +362,24 @@ def _read_group(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> SrFinding
         probability=float(probabilities[0].value),
         priority=priority,
         threshold=threshold,
+        **_read_lesion(group),
     )
+
+
+def _read_lesion(group: Any) -> dict[str, Any]:
+    """Lesion volume and centre of a TID 1411 group (none for a TID 1501 group)."""
+    if not isinstance(group, hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations):
+        return {}
+    volumes = group.get_measurements(name=VOLUME)
+    roi = group.roi
+    centre = None
+    if isinstance(roi, hd.sr.VolumeSurface) and roi.graphic_type == hd.sr.GraphicTypeValues3D.POINT:
+        point = np.asarray(roi.graphic_data).reshape(-1)
+        centre = (float(point[0]), float(point[1]), float(point[2]))
+    return {
+        "lesion_volume_ml": float(volumes[0].value) if volumes else None,
+        "lesion_centre_lps": centre,
+    }
 
 
 def _group_texts(group: hd.sr.MeasurementsAndQualitativeEvaluations, name: Code) -> list[str]:

@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from triage.catalogue import WorklistRow
+from triage.catalogue import FindingRow, WorklistRow
 
 _STYLE = {"urgent": "bold red", "routine": "green", "not analysed": "yellow"}
 
@@ -28,21 +28,30 @@ def worklist_json(rows: Sequence[WorklistRow]) -> list[dict[str, Any]]:
             "triaged_at": r.triaged_at.isoformat() + "Z" if r.triaged_at else None,
             "instances": r.instances,
             "delivery": r.delivery,
-            "findings": [
-                {
-                    "name": f.name,
-                    "code": f.code,
-                    "probability": round(f.probability, 4),
-                    "threshold": f.threshold,
-                    "priority": f.priority,
-                    "model": f.model_name,
-                    "version": f.model_version,
-                }
-                for f in sorted(r.findings, key=lambda f: -f.probability)
+            "findings": [finding_json(f) for f in sorted(r.findings, key=lambda f: -f.probability)],
+            # models in shadow mode: recorded here only, never in the priority or the PACS
+            "shadow_findings": [
+                finding_json(f) for f in sorted(r.shadow_findings, key=lambda f: -f.probability)
             ],
         }
         for r in rows
     ]
+
+
+def finding_json(f: FindingRow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": f.name,
+        "code": f.code,
+        "probability": round(f.probability, 4),
+        "threshold": f.threshold,
+        "priority": f.priority,
+        "model": f.model_name,
+        "version": f.model_version,
+    }
+    if f.lesion_volume_ml is not None:  # a segmentation model's lesion
+        out["lesion_volume_ml"] = f.lesion_volume_ml
+        out["lesion_centre_lps"] = list(f.lesion_centre_lps) if f.lesion_centre_lps else None
+    return out
 
 
 def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
