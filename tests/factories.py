@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -35,3 +36,15 @@ def phantom_ct_series(
         **overrides,
     }
     return ct_series(phantom.hu, phantom.spacing, **attrs)
+
+
+def todays_ct_study(tag: str, slices: int = 4, **overrides: Any) -> list[Dataset]:
+    """A small CT study dated now (what a PACS query for new studies finds)."""
+    now = datetime.now()
+    return phantom_ct_series(
+        tag,
+        shape=(24, 24, slices),
+        study_date=now.strftime("%Y%m%d"),
+        study_time=now.strftime("%H%M%S"),
+        **overrides,
+    )

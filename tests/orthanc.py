@@ -139,6 +139,16 @@ class Orthanc:
             request.add_header("Authorization", f"Basic {token}")
         return request
 
+    def store(self, datasets: list[Any], calling_ae: str = "MODALITY") -> None:
+        """C-STORE the data sets into this Orthanc (as a modality would); all must succeed."""
+        from triage.config import parse_node
+        from triage.dicom.send import is_success, store_datasets
+
+        node = parse_node("orthanc", self.node)
+        assert node is not None
+        statuses = store_datasets(node, datasets, calling_ae)
+        assert all(is_success(s) for s in statuses), [hex(s) for s in statuses]
+
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self._request(path), timeout=10) as response:
             body = response.read()

@@ -13,13 +13,13 @@ from typing import Any
 
 import pydicom
 import pytest
-from factories import phantom_ct_series
+from factories import phantom_ct_series, todays_ct_study
 from orthanc import DICOMWEB_PLUGIN, ORTHANC, Orthanc, free_port
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from triage.catalogue import DEAD, DELIVERED, PENDING, Catalogue, DeliveryRow
-from triage.config import Settings, load_settings, parse_node
+from triage.config import Settings, load_settings
 from triage.deliver import DeliverySummary, deliver_due, retry_dead, sr_destination
 from triage.dicom.receive import (
     CANNOT_UNDERSTAND,
@@ -28,7 +28,6 @@ from triage.dicom.receive import (
     SUCCESS,
     Receiver,
 )
-from triage.dicom.send import is_success, store_datasets
 from triage.dicom.sr import build_triage_sr, read_triage_sr
 from triage.dicomweb import DicomwebSource, make_client, store_study
 from triage.errors import DeliveryError
@@ -58,23 +57,6 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     orthanc = _orthanc(tmp_path_factory.mktemp("dicomweb-pacs"))
     yield orthanc
     orthanc.stop()
-
-
-def _study(tag: str, slices: int = 4, **overrides: Any) -> list[Dataset]:
-    now = datetime.now()
-    return phantom_ct_series(
-        tag,
-        shape=(24, 24, slices),
-        study_date=now.strftime("%Y%m%d"),
-        study_time=now.strftime("%H%M%S"),
-        **overrides,
-    )
-
-
-def _put_in_pacs(orthanc: Orthanc, datasets: list[Dataset]) -> None:
-    node = parse_node("pacs", orthanc.node)
-    assert node is not None
-    assert all(is_success(s) for s in store_datasets(node, datasets, "MODALITY"))
 
 
 def _part10(ds: Dataset) -> bytes:
@@ -166,9 +148,9 @@ def _instances_in_orthanc(pacs: Orthanc, study_uid: str) -> dict[str, dict[str, 
 
 @integration
 def test_new_studies_are_found_by_qido_and_retrieved_by_wado(pacs: Orthanc, node: Node) -> None:
-    first, second = _study("dicomweb-1", 5), _study("dicomweb-2", 3)
+    first, second = todays_ct_study("dicomweb-1", 5), todays_ct_study("dicomweb-2", 3)
     for study in (first, second):
-        _put_in_pacs(pacs, study)
+        pacs.store(study)
 
     summary = node.puller.poll_once()
     assert summary.failed == {}
@@ -186,8 +168,8 @@ def test_new_studies_are_found_by_qido_and_retrieved_by_wado(pacs: Orthanc, node
     again = node.puller.poll_once()  # nothing new: nothing retrieved again
     assert again.retrieved == [] and again.skipped == again.found >= 2
 
-    third = _study("dicomweb-3", 4)
-    _put_in_pacs(pacs, third)  # added between two polls: picked up by the next one
+    third = todays_ct_study("dicomweb-3", 4)
+    pacs.store(third)  # added between two polls: picked up by the next one
     later = node.puller.poll_once()
     assert later.retrieved == [str(third[0].StudyInstanceUID)]
     assert node.catalogue.instance_count(str(third[0].StudyInstanceUID)) == 4
@@ -200,8 +182,8 @@ def test_only_the_image_series_are_retrieved_and_the_study_completes_at_once(
 ) -> None:
     """The PACS holds an SR beside the images (e.g. an earlier result): WADO-RS fetches the CT
     series only, and the series' instance counts from QIDO-RS complete the study at once."""
-    images = _study("dicomweb-with-sr", 3)
-    _put_in_pacs(pacs, [*images, _sr(images)])
+    images = todays_ct_study("dicomweb-with-sr", 3)
+    pacs.store([*images, _sr(images)])
     uid = str(images[0].StudyInstanceUID)
     outcome = node.puller.source.retrieve(uid)
     assert (outcome.completed, outcome.failed, outcome.warning, outcome.expected) == (3, 0, 0, 3)
@@ -215,8 +197,8 @@ def test_only_the_image_series_are_retrieved_and_the_study_completes_at_once(
 def test_qido_filters_on_modality(pacs: Orthanc, node: Node) -> None:
     mr_only = dataclasses.replace(node.settings, pull_modalities=("MR",))
     source = DicomwebSource.from_settings(mr_only, node.receiver.accept)
-    study = _study("dicomweb-ct-only", 2)
-    _put_in_pacs(pacs, study)
+    study = todays_ct_study("dicomweb-ct-only", 2)
+    pacs.store(study)
     found = {s.study_instance_uid for s in source.find(datetime.now())}
     assert str(study[0].StudyInstanceUID) not in found
 
@@ -277,8 +259,8 @@ def test_accept_stores_catalogues_quarantines_and_skips(tmp_path: Path) -> None:
 
 @integration
 def test_sr_is_stored_by_stow_into_the_same_study(pacs: Orthanc, node: Node) -> None:
-    images = _study("stow-ok", 3)
-    _put_in_pacs(pacs, images)
+    images = todays_ct_study("stow-ok", 3)
+    pacs.store(images)
     study, sop = node.add_sr(images)
     assert node.row().destination == f"dicomweb:{pacs.dicomweb_url}"
 
@@ -301,7 +283,7 @@ def test_wrong_password_fails_each_try_then_dead_then_retry_delivers(
 ) -> None:
     node = Node(tmp_path / "home", pacs.dicomweb_url, TRIAGE_DICOMWEB_PASSWORD="wrong")
     try:
-        images = _study("stow-auth", 2)
+        images = todays_ct_study("stow-auth", 2)
         study, sop = node.add_sr(images)
         assert node.deliver().retrying == 1
         row = node.row()
@@ -330,7 +312,7 @@ def test_full_pacs_answers_without_the_sr_and_that_is_a_failed_try(tmp_path: Pat
     full = _orthanc(tmp_path / "full-pacs", MaximumPatientCount=1)
     node = Node(tmp_path / "home", full.dicomweb_url)
     try:
-        _put_in_pacs(full, phantom_ct_series("full-other", seed=1, shape=(16, 16, 2)))
+        full.store(phantom_ct_series("full-other", seed=1, shape=(16, 16, 2)))
         (patient,) = full.get("/patients")
         protect = full._request(f"/patients/{patient}/protected", b"1", "PUT")
         urllib.request.urlopen(protect, timeout=10).close()
@@ -351,7 +333,7 @@ def test_full_pacs_answers_without_the_sr_and_that_is_a_failed_try(tmp_path: Pat
 def test_failed_sop_sequence_gives_the_failure_reason(pacs: Orthanc, node: Node) -> None:
     """A STOW-RS answer with FailedSOPSequence (Orthanc: 409 for an instance of another study
     than the one posted to) is an error that names the server's FailureReason."""
-    sr = _sr(_study("stow-409", 2))
+    sr = _sr(todays_ct_study("stow-409", 2))
     client = make_client(node.settings)
     (error,) = store_study(client, "1.2.826.0.1.3680043.8.498.1", [sr])
     assert error is not None
@@ -362,7 +344,7 @@ def test_failed_sop_sequence_gives_the_failure_reason(pacs: Orthanc, node: Node)
 def test_stow_to_a_server_that_is_down_retries(node: Node, tmp_path: Path) -> None:
     down = Node(tmp_path / "down", f"http://127.0.0.1:{free_port()}/dicom-web")
     try:
-        down.add_sr(_study("stow-down", 2))
+        down.add_sr(todays_ct_study("stow-down", 2))
         assert down.deliver().retrying == 1
         assert "cannot reach the DICOMweb server" in (down.row().last_error or "")
     finally:
@@ -374,8 +356,8 @@ def test_stow_to_a_server_that_is_down_retries(node: Node, tmp_path: Path) -> No
 
 @integration
 def test_pulled_study_reported_and_delivered_by_stow(pacs: Orthanc, node: Node) -> None:
-    images = _study("dicomweb-e2e", 4)
-    _put_in_pacs(pacs, images)
+    images = todays_ct_study("dicomweb-e2e", 4)
+    pacs.store(images)
     uid = str(images[0].StudyInstanceUID)
     assert uid in node.puller.poll_once().retrieved
 

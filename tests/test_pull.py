@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from factories import phantom_ct_series
+from factories import phantom_ct_series, todays_ct_study
 from orthanc import ORTHANC, Orthanc, free_port
 
 from triage.catalogue import Catalogue
 from triage.config import parse_node
 from triage.dicom.query import DimseSource
 from triage.dicom.receive import Receiver
-from triage.dicom.send import is_success, store_datasets
 from triage.pull import Puller, read_watermark
 from triage.store import LocalStore
 
@@ -34,23 +32,6 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, in
     orthanc.start(modalities={NODE_AE: (NODE_AE, "127.0.0.1", port)})
     yield orthanc, port
     orthanc.stop()
-
-
-def _study(tag: str, slices: int = 4, **overrides: Any) -> list[Any]:
-    now = datetime.now()
-    return phantom_ct_series(
-        tag,
-        shape=(24, 24, slices),
-        study_date=now.strftime("%Y%m%d"),
-        study_time=now.strftime("%H%M%S"),
-        **overrides,
-    )
-
-
-def _put_in_pacs(orthanc: Orthanc, datasets: list[Any]) -> None:
-    node = parse_node("pacs", orthanc.node)
-    assert node is not None
-    assert all(is_success(s) for s in store_datasets(node, datasets, "MODALITY"))
 
 
 class Node:
@@ -77,9 +58,9 @@ def test_new_studies_are_found_retrieved_and_complete_at_once(
     pacs: tuple[Orthanc, int], tmp_path: Path, method: str
 ) -> None:
     orthanc, port = pacs
-    first, second = _study(f"pull-{method}-1", 5), _study(f"pull-{method}-2", 3)
+    first, second = todays_ct_study(f"pull-{method}-1", 5), todays_ct_study(f"pull-{method}-2", 3)
     for study in (first, second):
-        _put_in_pacs(orthanc, study)
+        orthanc.store(study)
     node = Node(tmp_path, orthanc, port, method)
     try:
         summary = node.puller.poll_once()
@@ -93,8 +74,8 @@ def test_new_studies_are_found_retrieved_and_complete_at_once(
         again = node.puller.poll_once()  # nothing new: nothing retrieved again
         assert again.retrieved == [] and again.skipped == again.found >= 2
 
-        third = _study(f"pull-{method}-3", 4)
-        _put_in_pacs(orthanc, third)  # added while the poller runs: picked up next poll
+        third = todays_ct_study(f"pull-{method}-3", 4)
+        orthanc.store(third)  # added while the poller runs: picked up next poll
         later = node.puller.poll_once()
         assert later.retrieved == [third[0].StudyInstanceUID]
         assert node.catalogue.instance_count(third[0].StudyInstanceUID) == 4
@@ -106,13 +87,13 @@ def test_a_study_that_grows_on_the_pacs_is_retrieved_again(
     pacs: tuple[Orthanc, int], tmp_path: Path
 ) -> None:
     orthanc, port = pacs
-    study = _study("pull-grows", 6)
-    _put_in_pacs(orthanc, study[:3])
+    study = todays_ct_study("pull-grows", 6)
+    orthanc.store(study[:3])
     node = Node(tmp_path, orthanc, port, "c-get")
     uid = study[0].StudyInstanceUID
     node.puller.poll_once()
     assert node.catalogue.instance_count(uid) == 3
-    _put_in_pacs(orthanc, study[3:])
+    orthanc.store(study[3:])
     summary = node.puller.poll_once()
     assert uid in summary.retrieved
     assert node.catalogue.instance_count(uid) == 6
@@ -123,7 +104,7 @@ def test_watermark_has_an_overlap_and_old_studies_are_not_retrieved(
 ) -> None:
     orthanc, port = pacs
     old = phantom_ct_series("pull-old", shape=(24, 24, 3), study_date="20200101")
-    _put_in_pacs(orthanc, old)
+    orthanc.store(old)
     node = Node(tmp_path, orthanc, port, "c-get")
     start = datetime.now()
     summary = node.puller.poll_once(now=start)
@@ -138,7 +119,7 @@ def test_watermark_has_an_overlap_and_old_studies_are_not_retrieved(
         study_date=boundary.strftime("%Y%m%d"),
         study_time=boundary.strftime("%H%M%S"),
     )
-    _put_in_pacs(orthanc, late)
+    orthanc.store(late)
     summary = node.puller.poll_once(now=start + timedelta(minutes=1))
     assert late[0].StudyInstanceUID in summary.retrieved
 

@@ -16,9 +16,8 @@ import pytest
 from orthanc import ORTHANC, Orthanc, free_port
 from test_end_to_end import srs_in_orthanc, wait_until
 
-from triage.config import load_settings, parse_node
+from triage.config import load_settings
 from triage.demo import write_demo_studies
-from triage.dicom.send import is_success, store_datasets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,10 +34,7 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, in
 
 
 def _into_pacs(orthanc: Orthanc, folder: Path) -> None:
-    node = parse_node("pacs", orthanc.node)
-    assert node is not None
-    datasets = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
-    assert all(is_success(s) for s in store_datasets(node, datasets, "MODALITY"))
+    orthanc.store([pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))])
 
 
 def test_the_node_pulls_triages_and_reports_back(

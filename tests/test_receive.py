@@ -14,13 +14,13 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import scu
 from factories import phantom_ct_series
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -33,7 +33,6 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
 from triage.catalogue import Catalogue, InstanceRecord
@@ -150,24 +149,9 @@ def send_raw(
     transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> int:
     """Send a C-STORE whose data set is ``payload`` exactly as given (no encoding, no checks)."""
-    req = C_STORE()
-    req.MessageID = 7
-    req.Priority = 2
-    req.AffectedSOPClassUID = sop_class_uid
-    req.AffectedSOPInstanceUID = sop_instance_uid
-    req.DataSet = io.BytesIO(payload)
-    context = assoc._get_valid_context(sop_class_uid, transfer_syntax, "scu")
-    # as Association.send_c_store does: pause the reactor so it does not take our response
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    try:
-        assoc.dimse.send_msg(req, context.context_id)
-        _, rsp = assoc.dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
-    assert rsp is not None, "no C-STORE response"
-    return int(rsp.Status)
+    status = scu.send_raw(assoc, payload, sop_class_uid, sop_instance_uid, transfer_syntax)
+    assert status is not None, "no C-STORE response"
+    return status
 
 
 def encode_explicit_le(ds: Dataset) -> bytes:

@@ -21,6 +21,7 @@ from pynetdicom import build_role, evt
 from pynetdicom.association import Association
 
 from triage.config import DicomNode
+from triage.dicom.attributes import text_value
 from triage.dicom.send import NoDelayAE
 from triage.errors import DeliveryError
 
@@ -119,15 +120,6 @@ def _associate(
     return assoc
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
 def find_studies(
     pacs: DicomNode,
     calling_ae: str,
@@ -167,15 +159,15 @@ def find_studies(
 
 
 def _found(answer: Dataset) -> FoundStudy | None:
-    uid = _text(answer, "StudyInstanceUID")
+    uid = text_value(answer, "StudyInstanceUID")
     if not uid:
         return None
-    count = _text(answer, "NumberOfStudyRelatedInstances")
-    modalities = tuple(m for m in _text(answer, "ModalitiesInStudy").upper().split("\\") if m)
+    count = text_value(answer, "NumberOfStudyRelatedInstances")
+    modalities = tuple(m for m in text_value(answer, "ModalitiesInStudy").upper().split("\\") if m)
     return FoundStudy(
         study_instance_uid=uid,
-        study_date=_text(answer, "StudyDate"),
-        study_time=_text(answer, "StudyTime"),
+        study_date=text_value(answer, "StudyDate"),
+        study_time=text_value(answer, "StudyTime"),
         modalities=modalities,
         expected_instances=int(count) if count.strip().isdigit() else None,
     )
@@ -209,12 +201,12 @@ def find_series(
     try:
         for status, answer in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
             code = int(status.Status) if status and "Status" in status else 0xFFFF
-            if code in PENDING and answer is not None and _text(answer, "SeriesInstanceUID"):
-                count = _text(answer, "NumberOfSeriesRelatedInstances").strip()
+            if code in PENDING and answer is not None and text_value(answer, "SeriesInstanceUID"):
+                count = text_value(answer, "NumberOfSeriesRelatedInstances").strip()
                 found.append(
                     FoundSeries(
-                        _text(answer, "SeriesInstanceUID"),
-                        _text(answer, "Modality").upper(),
+                        text_value(answer, "SeriesInstanceUID"),
+                        text_value(answer, "Modality").upper(),
                         int(count) if count.isdigit() else None,
                     )
                 )

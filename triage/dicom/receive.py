@@ -36,6 +36,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from triage.catalogue import Catalogue, InstanceRecord
 from triage.config import AllowedAE, Settings
 from triage.dicom.access import AccessList, allowed_callers
+from triage.dicom.attributes import text_value
 from triage.dicom.decode import MAX_FRAME_SIDE
 from triage.dicom.tls import receiver_context
 from triage.errors import StorageError
@@ -117,20 +118,11 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
 def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceRecord:
     """Read the header values the catalogue needs; Rejected when the instance is unusable."""
     try:
         uids = {
-            k: _text(ds, k)
+            k: text_value(ds, k)
             for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
         }
     except Exception as exc:  # pydicom raises many types on corrupt elements
@@ -155,15 +147,15 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
                 uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
             ),
             size=size,
-            modality=_text(ds, "Modality")[:16],
-            body_part=_text(ds, "BodyPartExamined")[:64],
-            series_description=_text(ds, "SeriesDescription")[:128],
-            series_number=_text(ds, "SeriesNumber")[:16],
-            image_type=_text(ds, "ImageType")[:128],
-            accession_number=_text(ds, "AccessionNumber")[:64],
-            patient_id=_text(ds, "PatientID")[:64],
-            study_description=_text(ds, "StudyDescription")[:128],
-            study_date=_text(ds, "StudyDate")[:8],
+            modality=text_value(ds, "Modality")[:16],
+            body_part=text_value(ds, "BodyPartExamined")[:64],
+            series_description=text_value(ds, "SeriesDescription")[:128],
+            series_number=text_value(ds, "SeriesNumber")[:16],
+            image_type=text_value(ds, "ImageType")[:128],
+            accession_number=text_value(ds, "AccessionNumber")[:64],
+            patient_id=text_value(ds, "PatientID")[:64],
+            study_description=text_value(ds, "StudyDescription")[:128],
+            study_date=text_value(ds, "StudyDate")[:8],
         )
     except StorageError as exc:
         raise Rejected(DATASET_DOES_NOT_MATCH, str(exc)) from exc
