@@ -38,8 +38,8 @@ from hl7apy.core import Message
 from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 
+from triage.dicom.attributes import text_value
 from triage.dicom.sr import PRIORITY, PRIORITY_CODES
 from triage.errors import ConfigError, DeliveryError
 from triage.results import ModelResult, Priority
@@ -84,18 +84,9 @@ def _coded(*components: object) -> str:
     return "^".join(escape(c) for c in components)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    if value is None:
-        return ""
-    if isinstance(value, MultiValue):  # as DICOM writes it: values separated by backslashes
-        return "\\".join(str(v) for v in value)
-    return str(value)
-
-
 def _person_name(ds: Dataset) -> str:
     """DICOM PN (family^given^middle^prefix^suffix) as XPN (family^given^middle^suffix^prefix)."""
-    parts = (_text(ds, "PatientName").split("=")[0].split("^") + [""] * 5)[:5]
+    parts = (text_value(ds, "PatientName").split("=")[0].split("^") + [""] * 5)[:5]
     family, given, middle, prefix, suffix = parts
     return _coded(family, given, middle, suffix, prefix).rstrip("^")
 
@@ -127,7 +118,7 @@ def oru_r01(
     if result.priority not in HL7_PRIORITY:
         raise ValueError(f"a result with priority {result.priority.value!r} has no ORU^R01")
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
-    accession = escape(_text(header, "AccessionNumber"))
+    accession = escape(text_value(header, "AccessionNumber"))
     priority, priority_text = HL7_PRIORITY[result.priority]
     priority_code = PRIORITY_CODES[result.priority]
 
@@ -143,7 +134,7 @@ def oru_r01(
     patient_result = msg.add_group("ORU_R01_PATIENT_RESULT")
     pid = patient_result.add_group("ORU_R01_PATIENT").pid
     pid.pid_1 = "1"
-    pid.pid_3 = escape(_text(header, "PatientID"))
+    pid.pid_3 = escape(text_value(header, "PatientID"))
     pid.pid_5 = _person_name(header)
 
     order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
@@ -159,7 +150,7 @@ def oru_r01(
         f"AI triage {result.model_name} {result.model_version}",
         LOCAL_SCHEME,
     )
-    observed = _timestamp(_text(header, "StudyDate"), _text(header, "StudyTime"))
+    observed = _timestamp(text_value(header, "StudyDate"), text_value(header, "StudyTime"))
     if observed:
         obr.obr_7 = observed
     obr.obr_18 = accession

@@ -13,3 +13,11 @@ def text_value(ds: Dataset, keyword: str) -> str:
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return str(value)
+
+
+def readable_text(ds: Dataset, keyword: str) -> str:
+    """As ``text_value``, and empty when the element is corrupt (pydicom raises many types)."""
+    try:
+        return text_value(ds, keyword)
+    except Exception:
+        return ""

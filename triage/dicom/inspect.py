@@ -17,6 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from triage.dicom.attributes import readable_text
 from triage.dicom.decode import stored_values, transfer_syntax
 from triage.dicom.volume import (
     DEFAULT_OPTIONS,
@@ -96,14 +97,6 @@ def _name(uid: str) -> str:
     return UID(uid).name if uid else "unknown"
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # a corrupt element
-        return ""
-    return "" if value is None else str(value)
-
-
 def inspect_series(
     datasets: Sequence[Dataset],
     names: Sequence[str],
@@ -113,18 +106,18 @@ def inspect_series(
     first = datasets[0]
     image_type = first.get("ImageType") or []
     report = SeriesReport(
-        series_instance_uid=_text(first, "SeriesInstanceUID"),
-        series_number=_text(first, "SeriesNumber"),
-        modality=_text(first, "Modality"),
-        body_part_examined=_text(first, "BodyPartExamined"),
-        series_description=_text(first, "SeriesDescription"),
+        series_instance_uid=readable_text(first, "SeriesInstanceUID"),
+        series_number=readable_text(first, "SeriesNumber"),
+        modality=readable_text(first, "Modality"),
+        body_part_examined=readable_text(first, "BodyPartExamined"),
+        series_description=readable_text(first, "SeriesDescription"),
         image_type=[str(v) for v in image_type]
         if not isinstance(image_type, str)
         else [image_type],
-        sop_classes=sorted({_name(_text(ds, "SOPClassUID")) for ds in datasets}),
+        sop_classes=sorted({_name(readable_text(ds, "SOPClassUID")) for ds in datasets}),
         transfer_syntaxes=sorted({_name(transfer_syntax(ds)) for ds in datasets}),
         instances=len(datasets),
-        frames=sum(int(_text(ds, "NumberOfFrames") or 1) for ds in datasets),
+        frames=sum(int(readable_text(ds, "NumberOfFrames") or 1) for ds in datasets),
     )
     try:
         stacks = plan_series(datasets, options, names)
@@ -149,7 +142,7 @@ def _undecodable(datasets: Sequence[Dataset], names: Sequence[str]) -> list[str]
     """For a series that is no volume: which of its images could not even be decoded."""
     problems = []
     for ds, name in zip(datasets, names, strict=True):
-        if "PixelData" not in ds or int(_text(ds, "SamplesPerPixel") or 1) != 1:
+        if "PixelData" not in ds or int(readable_text(ds, "SamplesPerPixel") or 1) != 1:
             continue
         try:
             stored_values(ds, name)
@@ -179,7 +172,7 @@ def _read(path: Path) -> Dataset | Unreadable:
     except Exception as exc:
         return Unreadable(str(path), f"cannot be read as DICOM: {exc}")
     if "SeriesInstanceUID" not in ds:
-        sop_class = _text(ds, "SOPClassUID") or _text(
+        sop_class = readable_text(ds, "SOPClassUID") or readable_text(
             getattr(ds, "file_meta", Dataset()), "MediaStorageSOPClassUID"
         )
         what = _name(sop_class) if sop_class else "no SOP class"

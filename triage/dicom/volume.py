@@ -36,6 +36,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from triage.dicom.attributes import readable_text
 from triage.dicom.decode import (
     check_size,
     decode_portable_batch,
@@ -173,14 +174,6 @@ def read_instance(data: bytes, name: str) -> Dataset:
         raise NotAVolumeError(f"{name} cannot be read as DICOM: {exc}") from exc
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    """A header value as text; empty when it is absent or cannot be read (a corrupt element)."""
-    try:
-        return str(ds.get(keyword, "") or "")
-    except Exception:
-        return ""
-
-
 def _header(ds: Dataset) -> Dataset:
     """A copy without pixel data, kept for the SR's image library."""
     header = Dataset()
@@ -200,7 +193,7 @@ def collect_frames(
     """Every frame of every instance, and warnings. Localizers in the series are left out (a
     scout sent with the slices); any other instance that is not a slice stops it."""
     names = names or [
-        _text(ds, "SOPInstanceUID") or f"image {i + 1}" for i, ds in enumerate(datasets)
+        readable_text(ds, "SOPInstanceUID") or f"image {i + 1}" for i, ds in enumerate(datasets)
     ]
     frames: list[Frame] = []
     localizers = 0
@@ -279,11 +272,13 @@ def _without_repeated_instances(frames: Sequence[Frame], warnings: list[str]) ->
 
 def _check_same_plane(frames: Sequence[Frame]) -> None:
     first = frames[0]
-    planes = {tuple(np.round(np.asarray(f.orientation) / ORIENTATION_TOLERANCE)) for f in frames}
     if any(
         not np.allclose(f.orientation, first.orientation, atol=ORIENTATION_TOLERANCE)
         for f in frames
     ):
+        planes = {
+            tuple(np.round(np.asarray(f.orientation) / ORIENTATION_TOLERANCE)) for f in frames
+        }
         raise NotAVolumeError(
             f"mixed orientations: the images lie in {len(planes)} different planes"
         )
@@ -489,7 +484,7 @@ def _decode_in_processes(
         except Exception:  # unreadable here too: the thread path reports it with its reason
             continue
         items.append((attributes, data, source))
-    size = max(1, min(PROCESS_BATCH, len(items) // (4 * max(1, options.workers)) or 1))
+    size = min(PROCESS_BATCH, max(1, len(items) // (4 * max(1, options.workers))))
     pending: dict[str, _InBatch] = {}
     for start in range(0, len(items), size):
         batch = items[start : start + size]
@@ -570,7 +565,7 @@ def volumes_from_datasets(
 ) -> list[Volume]:
     """Every volume a series makes (one per time point of a 4D series)."""
     stacks = plan_series(datasets, options, names)
-    series_uid = _text(datasets[0], "SeriesInstanceUID")
+    series_uid = readable_text(datasets[0], "SeriesInstanceUID")
     return [load_stack(stack, series_uid, options) for stack in stacks]
 
 
@@ -586,7 +581,7 @@ def volume_from_datasets(
             f"a 4D (time) series: {len(stacks)} time points of {len(stacks[0].frames)} slices, "
             "not one volume"
         )
-    series_uid = _text(datasets[0], "SeriesInstanceUID")
+    series_uid = readable_text(datasets[0], "SeriesInstanceUID")
     return load_stack(stacks[0], series_uid, options)
 
 
