@@ -10,7 +10,7 @@ What runs, all real and on 127.0.0.1: Orthanc as the PACS (``tests/orthanc.py``)
 ``TRIAGE_DEVICE=cpu``, ``TRIAGE_PACS`` = that Orthanc, ``TRIAGE_QUIET_SECONDS=--quiet``), and
 ``--senders`` dcmtk ``storescu`` processes at a time as the modalities.
 
-The studies are synthetic head CTs (``triage.demo.write_demo_studies``: a scout and an axial
+The studies are synthetic head CTs (``triage.app.demo.write_demo_studies``: a scout and an axial
 series of ``--slices`` slices of ``--size`` x ``--size`` pixels, lesion in every other one).
 Each study goes to one sender, in turn; ``--split`` of them are split between two senders (odd
 and even files), so their instances arrive over two associations at once; ``--duplicates`` of
@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from orthanc import ORTHANC, Orthanc, free_port  # noqa: E402  (tests/orthanc.py)
 
-from triage.demo import DemoStudy, write_demo_studies  # noqa: E402
+from triage.app.demo import DemoStudy, write_demo_studies  # noqa: E402
 
 TRIAGE_AE = "TRIAGE"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -194,7 +194,7 @@ def start_node(home: Path, pacs: Orthanc, port: int, quiet: float, log_file: Pat
         TRIAGE_LOG_LEVEL="WARNING",
     )
     script = Path(sys.executable).with_name("triage")
-    cmd = [str(script), "serve"] if script.is_file() else [sys.executable, "-m", "triage.cli"]
+    cmd = [str(script), "serve"] if script.is_file() else [sys.executable, "-m", "triage.app.cli"]
     if not script.is_file():
         cmd.append("serve")
     out = open(log_file, "ab")  # noqa: SIM115 - closed with the process

@@ -9,11 +9,12 @@ an axial series of ``--slices`` slices of ``--size`` x ``--size`` int16 pixels, 
 
 1. Receive rate. All instances of all studies go over ONE ``storescu`` association to each of
    (a) dcmtk ``storescp`` (writes files, no fsync), (b) Orthanc (fsync, SQLite index) and
-   (c) this project's receiver (``triage.dicom.receive.Receiver``: fsynced object store plus
+   (c) this project's receiver (``triage.receive.receiver.Receiver``: fsynced object store plus
    the SQLite catalogue), receive only; plus (d) a diagnostic: the same pynetdicom SCP storing
    nothing. Each is measured ``--repeats`` times, interleaved in rotating order, and the median
    is reported. ``TCP_NODELAY=1`` is set for dcmtk and Orthanc.
-2. End-to-end latency. The full node (``triage.cli._start_node``: receiver, quiet-period watcher,
+2. End-to-end latency. The full node (``triage.app.cli._start_node``: receiver, quiet-period
+   watcher,
    Prefect triage flow, delivery) runs with Orthanc as its PACS. After a warm-up study (Prefect's
    embedded API starts on the first flow run) two passes run, each on its own studies, one
    association per study: ``isolated`` (the next study is sent once the previous SR arrived) and
@@ -25,7 +26,8 @@ an axial series of ``--slices`` slices of ``--size`` x ``--size`` int16 pixels, 
 3. Prints the tables and writes everything to ``--out`` (JSON; default benchmarks/results/).
 
 Studies are cached under ``$TMPDIR/triage-bench-cache/<parameters>/`` between runs. The phantom is
-generated at half resolution with ``triage.phantom.head_phantom`` (same field of view), upsampled
+generated at half resolution with ``triage.synthetic.phantom.head_phantom`` (same field of
+view), upsampled
 trilinearly with torch and given fresh noise at full resolution: a full-resolution 512x512x200
 ``head_phantom`` takes ~14 s; this way a whole study, files included, takes 2-4 s.
 """
@@ -96,7 +98,7 @@ def _phantom_hu(
     """A head phantom on the full grid, built at half resolution and upsampled (same FOV)."""
     import torch
 
-    from triage.phantom import head_phantom
+    from triage.synthetic.phantom import head_phantom
 
     rng = np.random.default_rng(seed)
     coarse = tuple(max(16, n // 2) for n in shape)
@@ -124,7 +126,7 @@ def write_study(
     spacing: tuple[float, float, float],
     seed: int,
 ) -> StudyFiles:
-    from triage.dicom.synthetic import write_study
+    from triage.synthetic.series import write_study
 
     lesion = index % 2 == 0
     hu = _phantom_hu(seed + index, shape, spacing, lesion)
@@ -188,7 +190,7 @@ def studies_cached(
 
 def warmup_study(root: Path) -> StudyFiles:
     """A small analysable study with fresh UIDs (starts Prefect and loads the model)."""
-    from triage.demo import write_demo_studies
+    from triage.app.demo import write_demo_studies
 
     demo = write_demo_studies(root, 1, seed=3, shape=(128, 128, 24), unanalysable=0)[0]
     files = [p for p in demo.folder.iterdir() if p.is_file()]
@@ -269,7 +271,7 @@ def orthanc_peer(work: Path) -> Iterator[tuple[str, int, Callable[[], int]]]:
 def triage_peer(work: Path) -> Iterator[tuple[str, int, Callable[[], int]]]:
     """The project's receiver, with benchmark-side timers around its per-instance steps."""
     from triage.catalogue import Catalogue
-    from triage.dicom.receive import Receiver
+    from triage.receive.receiver import Receiver
     from triage.store import LocalStore
 
     work.mkdir(parents=True)
@@ -321,7 +323,7 @@ def pynetdicom_peer(work: Path) -> Iterator[tuple[str, int, Callable[[], int]]]:
     answering success without storing anything: the ceiling of the network layer alone."""
     from pynetdicom import evt
 
-    from triage.dicom.receive import Receiver
+    from triage.receive.receiver import Receiver
 
     count = [0]
     lock = threading.Lock()
@@ -434,7 +436,7 @@ class Probe:
 def instrument(node: Any, svc: Any, probe: Probe) -> None:
     """Benchmark-side timers around the calls the node and the flow make (library unchanged)."""
     import flows.triage as flow_module
-    from triage import pipeline
+    from triage.app import pipeline
 
     def second(*args: Any, **kwargs: Any) -> str:
         return str(args[1])
@@ -528,8 +530,8 @@ def measure_latency(
     """Run the node once; each pass sends its own studies. ``isolated``: the next study is sent
     only after the previous SR arrived. ``back_to_back``: studies are sent one after the other
     without waiting, so later ones queue behind earlier ones."""
+    from triage.app.runtime import configure_logging
     from triage.config import load_settings
-    from triage.runtime import configure_logging
 
     pacs = Orthanc(scratch / "pacs")
     pacs.start()
@@ -547,7 +549,7 @@ def measure_latency(
         env["TRIAGE_MODELS"] = str(models)
     settings = load_settings(env)
     configure_logging(settings.log_level)
-    from triage.cli import _start_node
+    from triage.app.cli import _start_node
 
     t0 = time.perf_counter()
     node, svc = _start_node(settings)
@@ -876,15 +878,15 @@ def print_pass(name: str, run: dict[str, Any]) -> None:
 
 
 SOURCES = (
-    "triage/dicom/receive.py",
-    "triage/store.py",
-    "triage/catalogue.py",
-    "triage/node.py",
-    "triage/pipeline.py",
-    "triage/dicom/volume.py",
-    "triage/preprocess.py",
-    "triage/dicom/sr.py",
-    "triage/deliver.py",
+    "triage/receive/receiver.py",
+    "triage/store/local.py",
+    "triage/catalogue/database.py",
+    "triage/app/node.py",
+    "triage/app/pipeline.py",
+    "triage/imaging/volume.py",
+    "triage/analysis/preprocess.py",
+    "triage/report/sr.py",
+    "triage/deliver/outbox.py",
     "flows/triage.py",
 )
 
@@ -979,7 +981,8 @@ def main(argv: list[str] | None = None) -> int:
             "studies": len(studies),
             "instances_per_study": studies[0].instances if studies else 0,
             "bytes": sum(s.bytes for s in studies),
-            "generation": "triage.phantom.head_phantom at half resolution, trilinear upsampling "
+            "generation": "triage.synthetic.phantom.head_phantom at half resolution, trilinear "
+            "upsampling "
             "(torch), fresh gaussian noise at full resolution",
         },
     }

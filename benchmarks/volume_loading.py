@@ -39,7 +39,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from triage.dicom.volume import AssemblyOptions, load_files  # noqa: E402
+from triage.imaging.volume import AssemblyOptions, load_files  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "dicom"
 PHANTOM = SHARED / "ct_head_phantom_philips_5mm"
@@ -87,8 +87,8 @@ def _resliced_phantom(out: Path, slices: int, size: int) -> str:
 
 
 def _synthetic(out: Path, slices: int, size: int) -> str:
-    from triage.dicom.synthetic import write_series
-    from triage.phantom import head_phantom
+    from triage.synthetic.phantom import head_phantom
+    from triage.synthetic.series import write_series
 
     phantom = head_phantom(np.random.default_rng(1), (size, size, slices), (0.45, 0.45, 1.0), False)
     write_series(out, phantom.hu, phantom.spacing)

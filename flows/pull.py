@@ -1,7 +1,7 @@
 """Pull mode as a Prefect flow: one poll of the PACS (find new studies, retrieve them).
 
 `triage serve` runs it every TRIAGE_PULL_INTERVAL seconds when that is set; `triage pull --once`
-runs it once. The work is in ``triage.pull``.
+runs it once. The work is in ``triage.receive.pull``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import flow
 
-from triage.pull import Puller
+from triage.receive.pull import Puller
 
 _puller: Puller | None = None
 

@@ -1,7 +1,7 @@
 """One flow run per complete study, with a few coarse tasks; and the outbox delivery flow.
 
 Tasks pass study UIDs, assignments and results (small values), never pixel arrays. The work
-itself is in ``triage.pipeline`` and ``triage.deliver``.
+itself is in ``triage.app.pipeline`` and ``triage.deliver.outbox``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import OperationalError
 
-from triage import pipeline
+from triage.app import pipeline
+from triage.app.services import Services
 from triage.config import load_settings
-from triage.deliver import deliver_due, sr_destination
+from triage.deliver.outbox import deliver_due, sr_destination
 from triage.errors import StorageError
 from triage.results import ModelResult
-from triage.services import Services
 
 _services: Services | None = None
 

@@ -9,8 +9,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from triage.dicom.synthetic import ct_series
-from triage.phantom import head_phantom
+from triage.synthetic.phantom import head_phantom
+from triage.synthetic.series import ct_series
 
 
 def phantom_ct_series(

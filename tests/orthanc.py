@@ -142,7 +142,7 @@ class Orthanc:
     def store(self, datasets: list[Any], calling_ae: str = "MODALITY") -> None:
         """C-STORE the data sets into this Orthanc (as a modality would); all must succeed."""
         from triage.config import parse_node
-        from triage.dicom.send import is_success, store_datasets
+        from triage.dimse import is_success, store_datasets
 
         node = parse_node("orthanc", self.node)
         assert node is not None

@@ -18,7 +18,7 @@ def triage(
     *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "triage.cli", *args],
+        [sys.executable, "-m", "triage.app.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
@@ -51,7 +51,7 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "TRIAGE_HOME": str(tmp_path), "TRIAGE_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "triage.cli", "serve"],
+        [sys.executable, "-m", "triage.app.cli", "serve"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -292,7 +292,7 @@ def _triage_command() -> list[str]:
     script = Path(sys.executable).with_name("triage")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "triage.cli"]
+    return [sys.executable, "-m", "triage.app.cli"]
 
 
 def test_cli_config_rejects_a_bad_port_with_exit_2(tmp_path: Path) -> None:

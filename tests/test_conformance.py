@@ -9,7 +9,7 @@ from factories import phantom_ct_series
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from triage.dicom.sr import build_triage_sr
+from triage.report.sr import build_triage_sr
 from triage.results import ModelResult, Priority
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "conformance.md"

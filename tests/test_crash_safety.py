@@ -31,12 +31,12 @@ from orthanc import ORTHANC, Orthanc, free_port
 from sqlalchemy import select
 from test_end_to_end import srs_in_orthanc, storescu
 
+from triage.analysis.selection import select_series
+from triage.app.demo import DemoStudy, write_demo_studies
 from triage.catalogue import DELIVERED, TRIAGED, TRIAGING, Catalogue, Result
 from triage.config import PROJECT_ROOT
-from triage.demo import DemoStudy, write_demo_studies
-from triage.dicom.sr import read_triage_sr, sr_uids
-from triage.registry import discover_models
-from triage.selection import select_series
+from triage.modelops.bundle import discover_models
+from triage.report.sr import read_triage_sr, sr_uids
 from triage.store import LocalStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -139,7 +139,7 @@ def prefect_api(prefect_harness: None) -> str:
 
 def triage_command() -> list[str]:
     script = Path(sys.executable).with_name("triage")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "triage.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "triage.app.cli"]
 
 
 class ServeNode:

@@ -17,8 +17,8 @@ from conftest import require
 from factories import phantom_ct_series
 from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGLSLossless, JPEGLSNearLossless, RLELossless
 
-from triage.dicom.receive import ACCEPTED_TRANSFER_SYNTAXES
-from triage.dicom.volume import volume_from_datasets
+from triage.imaging.volume import volume_from_datasets
+from triage.receive.receiver import ACCEPTED_TRANSFER_SYNTAXES
 
 pytestmark = pytest.mark.integration
 

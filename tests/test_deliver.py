@@ -22,14 +22,14 @@ from pydicom.sr.codedict import codes
 
 from triage.catalogue import DEAD, DELIVERED, PENDING, Catalogue, InstanceRecord, utcnow
 from triage.config import DicomNode, Settings, load_settings
-from triage.deliver import MAX_BACKOFF_SECONDS, deliver_due, next_attempt, retry_dead
-from triage.dicom.receive import Receiver
-from triage.dicom.send import is_success, store_datasets
-from triage.dicom.sr import build_triage_sr, read_triage_sr
-from triage.dicom.standin_pacs import StandInPacs
+from triage.deliver.outbox import MAX_BACKOFF_SECONDS, deliver_due, next_attempt, retry_dead
+from triage.dimse import is_success, store_datasets
 from triage.errors import DeliveryError
+from triage.receive.receiver import Receiver
+from triage.report.sr import build_triage_sr, read_triage_sr
 from triage.results import ModelResult, Priority
 from triage.store import LocalStore
+from triage.synthetic.standin_pacs import StandInPacs
 
 BACKOFF = 10.0
 

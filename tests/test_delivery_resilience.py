@@ -15,8 +15,8 @@ import pytest
 from orthanc import ORTHANC, Orthanc, free_port
 from test_end_to_end import srs_in_orthanc, storescu, wait_until
 
+from triage.app.demo import write_demo_studies
 from triage.config import load_settings
-from triage.demo import write_demo_studies
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,10 +36,10 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
     tmp_path: Path, pacs: Orthanc, prefect_harness: None
 ) -> None:
     from flows.triage import deliver_outbox, triage_study, use_services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
     from triage.catalogue import DEAD, DELIVERED, PENDING
-    from triage.deliver import retry_dead
-    from triage.node import TriageNode
-    from triage.services import Services
+    from triage.deliver.outbox import retry_dead
 
     env = {
         "TRIAGE_HOME": str(tmp_path / "home"),
@@ -86,7 +86,7 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
         wait_until(lambda: svc.catalogue.deliveries([DEAD]) != [], 90, "the dead letter")
         cli_env = {**os.environ, **env}
         listing = subprocess.run(
-            [sys.executable, "-m", "triage.cli", "outbox", "list", "--json"],
+            [sys.executable, "-m", "triage.app.cli", "outbox", "list", "--json"],
             capture_output=True,
             text=True,
             env=cli_env,

@@ -18,23 +18,23 @@ from orthanc import DICOMWEB_PLUGIN, ORTHANC, Orthanc, free_port
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from triage.app.pipeline import report
+from triage.app.services import Services
 from triage.catalogue import DEAD, DELIVERED, PENDING, Catalogue, DeliveryRow
 from triage.config import Settings, load_settings
-from triage.deliver import DeliverySummary, deliver_due, retry_dead, sr_destination
-from triage.dicom.receive import (
+from triage.deliver.outbox import DeliverySummary, deliver_due, retry_dead, sr_destination
+from triage.errors import DeliveryError
+from triage.receive.dicomweb import DicomwebSource, make_client, store_study
+from triage.receive.pull import Puller, read_watermark
+from triage.receive.receiver import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
     SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     Receiver,
 )
-from triage.dicom.sr import build_triage_sr, read_triage_sr
-from triage.dicomweb import DicomwebSource, make_client, store_study
-from triage.errors import DeliveryError
-from triage.pipeline import report
-from triage.pull import Puller, read_watermark
+from triage.report.sr import build_triage_sr, read_triage_sr
 from triage.results import ModelResult, Priority
-from triage.services import Services
 from triage.store import LocalStore
 
 USER, PASSWORD = "triage", "dicomweb-pw-3141"

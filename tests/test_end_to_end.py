@@ -18,9 +18,9 @@ import pytest
 from conftest import require
 from dicom_checks import assert_dciodvfy_clean
 
+from triage.app.demo import DemoStudy, write_demo_studies
 from triage.config import load_settings
-from triage.demo import DemoStudy, write_demo_studies
-from triage.dicom.sr import read_triage_sr
+from triage.report.sr import read_triage_sr
 from triage.results import Priority
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,8 +33,8 @@ def node(
     tmp_path_factory: pytest.TempPathFactory, orthanc: Any, prefect_harness: None
 ) -> Iterator[Any]:
     from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.node import TriageNode
-    from triage.services import Services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
 
     home = tmp_path_factory.mktemp("node")
     env = {
@@ -152,7 +152,7 @@ def test_each_analysed_study_has_one_valid_sr_in_orthanc(
 def test_lesion_studies_rank_above_normal_ones(node: Any, studies: list[DemoStudy]) -> None:
     env = {**os.environ, **node.env}
     out = subprocess.run(
-        [sys.executable, "-m", "triage.cli", "worklist", "--json"],
+        [sys.executable, "-m", "triage.app.cli", "worklist", "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -187,8 +187,8 @@ def test_late_instance_reopens_and_replaces_the_result(
 ) -> None:
     import numpy as np
 
-    from triage.dicom.synthetic import ct_series, write_series
-    from triage.phantom import head_phantom
+    from triage.synthetic.phantom import head_phantom
+    from triage.synthetic.series import ct_series, write_series
 
     study = next(s for s in studies if s.analysable and not s.lesion)
     first = pydicom.dcmread(next(study.folder.glob("*.dcm")), stop_before_pixels=True)

@@ -33,11 +33,11 @@ from pynetdicom import AE
 from test_crash_safety import HoldingPacs, expected_sr_uid
 from test_end_to_end import srs_in_orthanc, storescu
 
+from triage.app.demo import write_demo_studies
 from triage.catalogue import DELIVERED, PENDING, TRIAGED, TRIAGING, Catalogue
 from triage.config import PROJECT_ROOT, load_settings
-from triage.demo import write_demo_studies
-from triage.dicom.receive import OUT_OF_RESOURCES, SUCCESS, Receiver
 from triage.errors import ModelError, StorageError
+from triage.receive.receiver import OUT_OF_RESOURCES, SUCCESS, Receiver
 from triage.store import LocalStore
 
 DEADLINE = 60.0
@@ -256,8 +256,8 @@ def test_a_lock_longer_than_the_wait_answers_a700_and_a_resend_catalogues(
 def running_node(home: Path, pacs: str, models: Path | None = None) -> Iterator[Any]:
     """The node in this process with the real Prefect flows (the session's test harness)."""
     from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.node import TriageNode
-    from triage.services import Services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
 
     env = {
         "TRIAGE_HOME": str(home),
@@ -462,7 +462,7 @@ def test_a_run_failing_on_a_locked_catalogue_ends_not_analysed_and_the_worker_go
         spacing=(1.8, 1.8, 5.0),
     )
     uid = first.study_instance_uid
-    with running_node(tmp_path / "home", orthanc.node) as node, Messages("triage.node") as log:
+    with running_node(tmp_path / "home", orthanc.node) as node, Messages("triage.app.node") as log:
         node.svc.catalogue.lock_wait_seconds = 1.0
         db = node.svc.settings.home / "catalogue.db"
         assert storescu(first.folder, node.port).returncode == 0

@@ -17,7 +17,7 @@ duplicate of what is stored) or 0xA900 / 0xC210 (rejected, kept in quarantine/ w
 the receiver's counters add up to what was sent, and it still answers a C-ECHO afterwards.
 
 Volume assembly: every mutated series becomes a Volume with a finite geometry or raises
-NotAVolumeError with a reason; any other exception is a bug in triage/dicom/volume.py.
+NotAVolumeError with a reason; any other exception is a bug in triage/imaging/volume.py.
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ from pynetdicom.dsutils import encode
 from scu import associate, echo, send_raw
 
 from triage.catalogue import Catalogue
-from triage.dicom.receive import (
+from triage.imaging.volume import NotAVolumeError, Volume, assemble_volume, volume_from_datasets
+from triage.receive.receiver import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
     STORAGE_CLASSES,
     SUCCESS,
     Receiver,
 )
-from triage.dicom.volume import NotAVolumeError, Volume, assemble_volume, volume_from_datasets
 from triage.store import LocalStore
 
 # broken input makes pydicom warn on purpose, from the receiver's threads too
@@ -608,7 +608,7 @@ def fuzz_volume(datasets: Sequence[Dataset], max_examples: int) -> Counter[str]:
     @fuzz_settings(max_examples)
     @given(series_mutations())
     # found by this test and longer runs: pydicom's BytesLengthException, TypeError (a value of
-    # VM 2) and NotImplementedError (unknown VR) escaped from triage/dicom/frames.py
+    # VM 2) and NotImplementedError (unknown VR) escaped from triage/imaging/frames.py
     @example(SeriesMutation([(0, ("garble", "SamplesPerPixel", b"\0\0\0"))], [], []))
     @example(SeriesMutation([(0, ("garble", "SamplesPerPixel", b"\0\0\0\0"))], [], []))
     @example(SeriesMutation([], [(0, ("vr", 5, b"ZZ"))], []))  # SOPInstanceUID of a CT slice

@@ -21,15 +21,15 @@ from orthanc import free_port
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from triage.app.pipeline import report
+from triage.app.services import Services
 from triage.catalogue import DELIVERED, PENDING, Catalogue
 from triage.config import Settings, load_settings
-from triage.deliver import DeliverySummary, deliver_due
-from triage.dicom.receive import SUCCESS, Receiver
+from triage.deliver.outbox import DeliverySummary, deliver_due
 from triage.errors import DeliveryError
-from triage.hl7 import escape, oru_r01, send_message, unescape
-from triage.pipeline import report
+from triage.receive.receiver import SUCCESS, Receiver
+from triage.report.hl7 import escape, oru_r01, send_message, unescape
 from triage.results import ModelResult, Priority
-from triage.services import Services
 from triage.store import LocalStore
 
 PATIENT_ID, ACCESSION, PATIENT_NAME = "HL7PAT-4711", "ACCX-0815", "Doe^Jane"

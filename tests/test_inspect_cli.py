@@ -13,13 +13,13 @@ from factories import phantom_ct_series
 
 from triage.catalogue import Catalogue
 from triage.config import load_settings
-from triage.dicom.receive import describe_instance
+from triage.receive.receiver import describe_instance
 from triage.store import LocalStore
 
 
 def triage(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "triage.cli", "inspect", *args],
+        [sys.executable, "-m", "triage.app.cli", "inspect", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "TRIAGE_HOME": str(home)},

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from triage.demo import write_demo_studies
+from triage.app.demo import write_demo_studies
 from triage.errors import TriageError
-from triage.evaluate import read_labels
-from triage.metrics import auroc, operating_point, roc_curve, threshold_for_sensitivity
+from triage.modelops.evaluation import read_labels
+from triage.modelops.metrics import auroc, operating_point, roc_curve, threshold_for_sensitivity
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_evaluating_the_shipped_classifier_reports_its_operating_point_and_roc(
 
     def cli(*args: str) -> str:
         run = subprocess.run(
-            [sys.executable, "-m", "triage.cli", "models", *args],
+            [sys.executable, "-m", "triage.app.cli", "models", *args],
             capture_output=True,
             text=True,
             env=env,

@@ -21,9 +21,9 @@ from bundles import classifier_bundle, options, segmenter_bundle, write_options
 from conftest import require
 from dicom_checks import assert_dciodvfy_clean
 
+from triage.app.demo import DemoStudy, write_demo_studies
 from triage.config import load_settings
-from triage.demo import DemoStudy, write_demo_studies
-from triage.dicom.sr import read_triage_sr
+from triage.report.sr import read_triage_sr
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,8 +33,8 @@ def node(
     tmp_path_factory: pytest.TempPathFactory, orthanc: Any, prefect_harness: None
 ) -> Iterator[Any]:
     from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.node import TriageNode
-    from triage.services import Services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
 
     home = tmp_path_factory.mktemp("lifecycle-node")
     shipped = home / "no-shipped-models"
@@ -121,7 +121,7 @@ def srs_in_orthanc(orthanc: Any, study_uid: str) -> list[pydicom.Dataset]:
 
 def cli(node: Any, *args: str) -> str:
     run = subprocess.run(
-        [sys.executable, "-m", "triage.cli", *args],
+        [sys.executable, "-m", "triage.app.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **node.env},

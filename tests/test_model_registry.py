@@ -26,11 +26,11 @@ from bundles import (
     zoo_bundle,
 )
 
+from triage.analysis.inference import segmentation_score
 from triage.catalogue import Catalogue
 from triage.errors import ModelError
-from triage.inference import segmentation_score
-from triage.lifecycle import FIRST_START_BY, ModelLifecycle
-from triage.model_options import SegmentationScore, parse_options
+from triage.modelops.options import SegmentationScore, parse_options
+from triage.modelops.registry import FIRST_START_BY, ModelLifecycle
 from triage.store import LocalStore
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -248,7 +248,7 @@ def test_the_cli_refuses_a_broken_bundle_with_the_reason(tmp_path: Path) -> None
         [
             sys.executable,
             "-m",
-            "triage.cli",
+            "triage.app.cli",
             "models",
             "register",
             str(bundle),
@@ -264,7 +264,7 @@ def test_the_cli_refuses_a_broken_bundle_with_the_reason(tmp_path: Path) -> None
     assert "zoo_classifier is not registered" in run.stderr
     assert "does not fit the network" in run.stderr
     listed = subprocess.run(
-        [sys.executable, "-m", "triage.cli", "models", "list", "--json"],
+        [sys.executable, "-m", "triage.app.cli", "models", "list", "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -376,7 +376,7 @@ def test_a_segmentation_sr_holds_the_lesion_with_documented_codes(tmp_path: Path
     from pydicom.sr.codedict import codes
     from test_conformance import codes_in, documented_codes
 
-    from triage.dicom.sr import build_triage_sr, read_triage_sr
+    from triage.report.sr import build_triage_sr, read_triage_sr
     from triage.results import ModelResult, Priority
 
     headers = phantom_ct_series("test_model_registry", shape=(32, 32, 5))

@@ -27,11 +27,11 @@ from conftest import require
 from factories import phantom_ct_series
 from pydicom.dataset import Dataset
 
+from triage.app.demo import DemoStudy, write_demo_studies
+from triage.app.runtime import QUIET_LIBRARIES, configure_logging
 from triage.config import DicomNode, load_settings
-from triage.demo import DemoStudy, write_demo_studies
-from triage.dicom.receive import DATASET_DOES_NOT_MATCH
-from triage.dicom.send import store_datasets
-from triage.runtime import QUIET_LIBRARIES, configure_logging
+from triage.dimse import store_datasets
+from triage.receive.receiver import DATASET_DOES_NOT_MATCH
 
 MODALITY = "MODALITY"
 IDENTIFYING = (
@@ -140,8 +140,8 @@ def node_logging() -> Iterator[Everything]:
 
 def start_node(home: Path, orthanc: Any) -> Any:
     from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.node import TriageNode
-    from triage.services import Services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
 
     env = {
         "TRIAGE_HOME": str(home),
@@ -204,7 +204,7 @@ def test_debug_level_keeps_dicom_libraries_at_warning(node_logging: Everything) 
     from pynetdicom import _config as pynetdicom_config
 
     assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
-    assert logging.getLogger("triage.dicom.receive").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("triage.receive.receiver").isEnabledFor(logging.DEBUG)
     for name in ("pynetdicom", "pynetdicom.dimse", "pydicom", "highdicom.sr", "prefect"):
         assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING, name
     assert not pynetdicom_config.LOG_REQUEST_IDENTIFIERS

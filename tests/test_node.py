@@ -7,10 +7,10 @@ import threading
 import time
 from pathlib import Path
 
+from triage.app.node import TriageNode
+from triage.app.services import Services
 from triage.catalogue import InstanceRecord
 from triage.config import load_settings
-from triage.node import TriageNode
-from triage.services import Services
 
 
 def _services(tmp_path: Path) -> Services:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from triage.phantom import HEAD_SEMI_AXES_MM, head_phantom, random_grid
+from triage.synthetic.phantom import HEAD_SEMI_AXES_MM, head_phantom, random_grid
 
 
 def test_shape_dtype_and_hu_ranges() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from triage.analysis.preprocess import InputSpec, model_input, select_device
 from triage.errors import ModelError
-from triage.phantom import head_phantom
-from triage.preprocess import InputSpec, model_input, select_device
+from triage.synthetic.phantom import head_phantom
 
 SPEC = InputSpec(pixdim=(4.0, 4.0, 6.0), spatial_size=(48, 56, 24), window=(0.0, 100.0))
 CPU = torch.device("cpu")

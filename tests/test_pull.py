@@ -12,9 +12,9 @@ from orthanc import ORTHANC, Orthanc, free_port
 
 from triage.catalogue import Catalogue
 from triage.config import parse_node
-from triage.dicom.query import DimseSource
-from triage.dicom.receive import Receiver
-from triage.pull import Puller, read_watermark
+from triage.receive.pull import Puller, read_watermark
+from triage.receive.query import DimseSource
+from triage.receive.receiver import Receiver
 from triage.store import LocalStore
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,8 @@ import pytest
 from orthanc import ORTHANC, Orthanc, free_port
 from test_end_to_end import srs_in_orthanc, wait_until
 
+from triage.app.demo import write_demo_studies
 from triage.config import load_settings
-from triage.demo import write_demo_studies
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,9 +42,9 @@ def test_the_node_pulls_triages_and_reports_back(
 ) -> None:
     from flows.pull import pull_new_studies, use_puller
     from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.node import TriageNode
-    from triage.pull import puller_for
-    from triage.services import Services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
+    from triage.receive.pull import puller_for
 
     orthanc, port = pacs
     studies = write_demo_studies(
@@ -116,7 +116,7 @@ def test_pull_once_from_the_command_line_by_c_get(
         "TRIAGE_PORT": str(free_port()),
     }
     run: Any = subprocess.run(
-        [sys.executable, "-m", "triage.cli", "pull", "--once"],
+        [sys.executable, "-m", "triage.app.cli", "pull", "--once"],
         capture_output=True,
         text=True,
         env=env,
@@ -130,7 +130,7 @@ def test_pull_once_from_the_command_line_by_c_get(
     files = len(list(study.folder.glob("*.dcm")))
     assert Catalogue(settings.database_url).instance_count(study.study_instance_uid) == files
     again = subprocess.run(
-        [sys.executable, "-m", "triage.cli", "pull", "--once"],
+        [sys.executable, "-m", "triage.app.cli", "pull", "--once"],
         capture_output=True,
         text=True,
         env=env,

@@ -36,16 +36,16 @@ from pynetdicom.association import Association
 from pynetdicom.dsutils import encode
 
 from triage.catalogue import Catalogue, InstanceRecord
-from triage.dicom.receive import (
+from triage.errors import StorageError
+from triage.receive.receiver import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
     OUT_OF_RESOURCES,
     SUCCESS,
     Receiver,
 )
-from triage.dicom.synthetic import write_series
-from triage.errors import StorageError
 from triage.store import LocalStore
+from triage.synthetic.series import write_series
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 STORESCU = shutil.which("storescu")

@@ -8,7 +8,7 @@ from pathlib import Path
 from factories import phantom_ct_series
 
 from triage.catalogue import Catalogue
-from triage.dicom.receive import RUNNING_MARKER, Receiver
+from triage.receive.receiver import RUNNING_MARKER, Receiver
 from triage.store import LocalStore, instance_key
 
 

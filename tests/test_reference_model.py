@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from triage.phantom import head_phantom, random_grid
-from triage.preprocess import InputSpec, model_input
+from triage.analysis.preprocess import InputSpec, model_input
+from triage.synthetic.phantom import head_phantom, random_grid
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "ich_classifier"
 # Training draws from np.random.default_rng([seed, split, index]) with seed 20240501; this

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from triage.inference import score
-from triage.metrics import auroc
-from triage.phantom import head_phantom, random_grid
-from triage.preprocess import model_input_with_affine
-from triage.registry import read_bundle
+from triage.analysis.inference import score
+from triage.analysis.preprocess import model_input_with_affine
+from triage.modelops.bundle import read_bundle
+from triage.modelops.metrics import auroc
+from triage.synthetic.phantom import head_phantom, random_grid
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "lesion_segmenter"
 # Training draws from np.random.default_rng([seed, split, index]) with seed 20240601

@@ -7,11 +7,11 @@ import math
 import pytest
 from pydicom.sr.codedict import codes
 
+from triage.analysis.priority import priority_for, study_priority
+from triage.analysis.selection import SeriesRule, select_series
 from triage.catalogue import SeriesSummary
 from triage.errors import ModelError
-from triage.priority import priority_for, study_priority
 from triage.results import ModelResult, Priority
-from triage.selection import SeriesRule, select_series
 
 HEAD_CT = {
     "modality": ["CT"],

@@ -39,7 +39,7 @@ from pynetdicom.dsutils import encode
 from scu import associate, send_raw
 
 from triage.catalogue import Catalogue
-from triage.dicom.receive import (
+from triage.receive.receiver import (
     ACCEPTED_TRANSFER_SYNTAXES,
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,

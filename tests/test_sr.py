@@ -19,7 +19,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from triage.dicom.sr import (
+from triage.errors import TriageError
+from triage.report.sr import (
     FINDING,
     PRIORITY,
     PRIORITY_CODES,
@@ -33,7 +34,6 @@ from triage.dicom.sr import (
     read_triage_sr,
     sr_uids,
 )
-from triage.errors import TriageError
 from triage.results import ModelResult, Priority
 
 PHILIPS_CT = Path(__file__).resolve().parents[2] / "shared/data/dicom/ct_head_phantom_philips_5mm"
@@ -448,7 +448,7 @@ def test_birth_date_that_is_not_a_dicom_date_is_left_empty(
     headers: list[Dataset], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An old system's "1960-01-01" must not cost the study its result, nor reach the log."""
-    caplog.set_level(logging.WARNING, logger="triage.dicom.sr")
+    caplog.set_level(logging.WARNING, logger="triage.report.sr")
     with pydicom.config.disable_value_validation():
         for ds in headers:
             ds.PatientBirthDate = "1960-01-01"
@@ -456,7 +456,7 @@ def test_birth_date_that_is_not_a_dicom_date_is_left_empty(
     assert sr.PatientBirthDate == ""
     assert sr.PatientID == headers[0].PatientID
     assert headers[0].PatientBirthDate == "1960-01-01"  # the caller's header is unchanged
-    messages = [r.getMessage() for r in caplog.records if r.name == "triage.dicom.sr"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "triage.report.sr"]
     assert any("PatientBirthDate" in m for m in messages), caplog.text
     assert not any("1960" in m for m in messages)
 

@@ -11,8 +11,8 @@ import pytest
 from dicom_checks import assert_dciodvfy_clean
 from pydicom.uid import ExplicitVRLittleEndian
 
-from triage.dicom.synthetic import CT_IMAGE_STORAGE, ct_series, localizer, write_series
-from triage.phantom import head_phantom
+from triage.synthetic.phantom import head_phantom
+from triage.synthetic.series import CT_IMAGE_STORAGE, ct_series, localizer, write_series
 
 STUDY: dict[str, Any] = {
     "study_instance_uid": "1.2.826.0.1.3680043.8.498.1",

@@ -29,13 +29,13 @@ from tls_certs import OPENSSL, Identity, Pki, make_pki
 
 from triage.catalogue import Catalogue
 from triage.config import DicomNode, Settings, load_settings
-from triage.deliver import deliver_due
-from triage.dicom.receive import Receiver, describe_instance
-from triage.dicom.send import store_datasets
-from triage.dicom.synthetic import write_series
-from triage.dicom.tls import MINIMUM_VERSION, receiver_context, sender_context
+from triage.deliver.outbox import deliver_due
+from triage.dimse import store_datasets
 from triage.errors import ConfigError, DeliveryError
+from triage.receive.receiver import Receiver, describe_instance
+from triage.receive.tls import MINIMUM_VERSION, receiver_context, sender_context
 from triage.store import LocalStore
+from triage.synthetic.series import write_series
 
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="the openssl command is not installed")
 
@@ -133,7 +133,7 @@ def test_plain_tcp_association_is_refused_when_tls_is_required(
     start_receiver: StartReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver(mutual=False)
-    caplog.set_level(logging.WARNING, logger="triage.dicom.tls")
+    caplog.set_level(logging.WARNING, logger="triage.receive.tls")
     assert_refused(rx, None)
     assert "TLS handshake with 127.0.0.1 failed" in caplog.text
 
@@ -158,7 +158,7 @@ def test_mutual_tls_without_a_client_certificate_is_refused(
     start_receiver: StartReceiver, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver(mutual=True)
-    caplog.set_level(logging.WARNING, logger="triage.dicom.tls")
+    caplog.set_level(logging.WARNING, logger="triage.receive.tls")
     assert_refused(rx, client_context(pki, None))
     assert "TLS handshake with 127.0.0.1 failed" in caplog.text
 
@@ -167,7 +167,7 @@ def test_mutual_tls_with_an_untrusted_client_certificate_is_refused(
     start_receiver: StartReceiver, pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver(mutual=True)
-    caplog.set_level(logging.WARNING, logger="triage.dicom.tls")
+    caplog.set_level(logging.WARNING, logger="triage.receive.tls")
     assert_refused(rx, client_context(pki, pki.stranger))
     assert "certificate" in caplog.text
 
@@ -182,7 +182,7 @@ def test_tls_and_the_allow_list_work_together(
     by when its own reader may have received the A-ASSOCIATE-RJ and closed the connection.
     """
     rx = start_receiver(mutual=True, TRIAGE_ALLOWED_AES="CT_SCANNER")
-    caplog.set_level(logging.WARNING, logger="triage.dicom.receive")
+    caplog.set_level(logging.WARNING, logger="triage.receive.receiver")
     assert_refused(rx, client_context(pki, pki.modality))  # calls as MODALITY
     assert "rejected association from AE 'MODALITY' at 127.0.0.1" in caplog.text
     assert rx.stats.refused_associations == 1

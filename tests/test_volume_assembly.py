@@ -13,15 +13,15 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from triage.dicom.inspect import inspect_paths
-from triage.dicom.synthetic import ct_series
-from triage.dicom.volume import (
+from triage.errors import NotAVolumeError
+from triage.imaging.inspect import inspect_paths
+from triage.imaging.volume import (
     AssemblyOptions,
     assemble_volume,
     volume_from_datasets,
     volumes_from_datasets,
 )
-from triage.errors import NotAVolumeError
+from triage.synthetic.series import ct_series
 
 SHAPE = (16, 12, 8)  # columns, rows, slices
 SPACING = (0.8, 0.9, 2.5)

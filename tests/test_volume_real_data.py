@@ -12,10 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from triage.dicom.decode import stored_values
-from triage.dicom.inspect import inspect_paths
-from triage.dicom.volume import AssemblyOptions, Volume, plan_series, volumes_from_datasets
 from triage.errors import NotAVolumeError
+from triage.imaging.decode import stored_values
+from triage.imaging.inspect import inspect_paths
+from triage.imaging.volume import AssemblyOptions, Volume, plan_series, volumes_from_datasets
 
 sitk = pytest.importorskip("SimpleITK")
 
@@ -168,7 +168,7 @@ def test_tilted_ct_intensity_at_source_pixel_positions(shared_data: Path) -> Non
 
 def test_inspect_lists_every_file_of_the_shared_data(shared_data: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "triage.cli", "inspect", "--json", str(shared_data)],
+        [sys.executable, "-m", "triage.app.cli", "inspect", "--json", str(shared_data)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -1,0 +1,186 @@
+"""Run a model on its input on the device: the network (whole or by sliding window), then the
+finding's probability from a classifier's output or from a segmentation mask."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from triage.errors import ModelError
+from triage.modelops.bundle import TriageModel
+from triage.modelops.options import SegmentationScore
+
+# PyTorch's CPU allocator reports running out of memory as a plain RuntimeError
+_CPU_OUT_OF_MEMORY = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's verdict on one input: the probability of its finding and, for a segmentation
+    model that found a lesion, the lesion's volume and centre (LPS mm, patient coordinates)."""
+
+    probability: float
+    lesion_volume_ml: float | None = None
+    lesion_centre_lps: tuple[float, float, float] | None = None
+
+
+def probability(model: TriageModel, x: torch.Tensor, device: torch.device) -> float:
+    """The model's probability for its finding, given its preprocessed input on device."""
+    return score(model, x, None, device).probability
+
+
+def score(
+    model: TriageModel, x: torch.Tensor, affine_lps: np.ndarray | None, device: torch.device
+) -> Score:
+    """Run the model on its preprocessed input (1, 1, X, Y, Z) on device and score the output.
+
+    ``affine_lps`` maps the input's voxel indices to LPS mm (`model_input_with_affine`); a
+    segmentation model needs it to say where the lesion is and how large it is.
+    """
+    out = network_output(model, x, device)
+    if model.task == "segmentation":
+        assert model.segmentation is not None
+        return segmentation_score(
+            out,
+            tuple(x.shape[2:]),
+            model.activation,
+            model.output_index,
+            model.segmentation,
+            np.eye(4) if affine_lps is None else affine_lps,
+            model.name,
+        )
+    return Score(classification_probability(out, model.activation, model.output_index, model.name))
+
+
+def network_output(model: TriageModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The network's raw output on ``x``: whole, or by sliding window when the model says so."""
+    network = model.network(device)
+    try:
+        with torch.inference_mode():
+            if model.sliding_window is not None:
+                window = model.sliding_window
+                out = sliding_window_inference(
+                    x,
+                    roi_size=window.roi_size,
+                    sw_batch_size=window.sw_batch_size,
+                    predictor=network,
+                    overlap=window.overlap,
+                    mode=window.mode,
+                )
+            else:
+                out = network(x)
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"model {model.name} ran out of memory on {device}") from exc
+    except RuntimeError as exc:
+        asked = _CPU_OUT_OF_MEMORY.search(str(exc))
+        if asked:
+            raise ModelError(
+                f"model {model.name} ran out of memory on {device} (it asked for "
+                f"{int(asked[1]) / 2**30:.1f} GiB at once)"
+            ) from exc
+        raise ModelError(f"model {model.name} failed on this input: {exc}") from exc
+    if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
+        out = out[0]  # networks with deep supervision return the main output first
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(
+            f"model {model.name} returned {type(out).__name__}, not a tensor: triage needs "
+            "a network whose forward() returns one tensor"
+        )
+    return out
+
+
+def classification_probability(
+    out: torch.Tensor, activation: str, index: int, name: str = "model"
+) -> float:
+    """The finding's probability from a classifier's output (N, C) or (N, C, 1, ...)."""
+    out = out.float().reshape(out.shape[0], -1)
+    if index >= out.shape[1]:
+        raise ModelError(
+            f"model {name} gave {out.shape[1]} output(s); its options ask for output index {index}"
+        )
+    if activation == "sigmoid":
+        prob = torch.sigmoid(out[0, index])
+    elif activation == "softmax":
+        prob = torch.softmax(out[0], dim=0)[index]
+    else:
+        prob = out[0, index]
+    return _probability(float(prob.cpu()), name)
+
+
+def segmentation_score(
+    out: torch.Tensor,
+    input_size: tuple[int, ...],
+    activation: str,
+    index: int,
+    settings: SegmentationScore,
+    affine_lps: np.ndarray,
+    name: str = "model",
+) -> Score:
+    """The finding's probability, lesion volume and centre from a segmentation output.
+
+    ``out`` is (1, C, X, Y, Z) over the input grid. The lesion is the connected region of
+    voxels of channel ``index`` at or above the voxel threshold that holds the most probable
+    voxel; its volume scores it (``lesion_volume``), or the most probable voxel does
+    (``max_probability``).
+    """
+    if out.ndim != 5 or tuple(out.shape[2:]) != tuple(input_size):
+        raise ModelError(
+            f"model {name} gave an output of shape {list(out.shape)}; a segmentation model "
+            f"must give (1, channels, {', '.join(map(str, input_size))}), one value per input "
+            "voxel"
+        )
+    if index >= out.shape[1]:
+        raise ModelError(
+            f"model {name} gave {out.shape[1]} channel(s); its options ask for channel {index}"
+        )
+    logits = out[0].float()
+    if activation == "softmax":
+        probs = torch.softmax(logits, dim=0)[index]
+    elif activation == "sigmoid":
+        probs = torch.sigmoid(logits[index])
+    else:
+        probs = logits[index]
+    peak = _probability(float(probs.max().cpu()), name)
+    lesion = _region_around_peak(probs, settings.voxel_threshold)
+    voxels = int(lesion.sum())
+    if voxels == 0:
+        volume_ml = 0.0
+        centre = None
+    else:
+        voxel_ml = abs(float(np.linalg.det(affine_lps[:3, :3]))) / 1000.0
+        volume_ml = voxels * voxel_ml
+        ijk = torch.nonzero(lesion).double().mean(dim=0).cpu().numpy()
+        lps = affine_lps @ np.array([*ijk, 1.0])
+        centre = (float(lps[0]), float(lps[1]), float(lps[2]))
+    if settings.score == "lesion_volume":
+        value = volume_ml / (volume_ml + settings.half_volume_ml)
+    else:
+        value = peak
+    return Score(value, volume_ml, centre)
+
+
+def _region_around_peak(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Voxels >= threshold connected (26-neighbourhood) to the most probable voxel."""
+    mask = probs >= threshold
+    if not bool(mask.any()):
+        return mask
+    region = torch.zeros_like(probs)
+    region.view(-1)[int(torch.argmax(probs))] = 1.0
+    inside = mask.to(probs.dtype)
+    count = 1
+    while True:  # grow by one voxel a step; stops when the region no longer grows
+        grown = torch.nn.functional.max_pool3d(region[None, None], 3, 1, 1)[0, 0] * inside
+        grown_count = int(grown.sum())
+        if grown_count == count:
+            return grown > 0
+        region, count = grown, grown_count
+
+
+def _probability(value: float, name: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ModelError(f"model {name} gave {value}, which is not a probability")
+    return value

@@ -1,0 +1,351 @@
+"""The `triage` command."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from triage.app.models_cli import models_app
+from triage.config import Settings, load_settings, parse_node
+from triage.errors import TriageError
+
+if TYPE_CHECKING:
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
+
+app = typer.Typer(
+    help="AI triage for incoming CT/MR studies: receive, triage, report to the PACS.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+outbox_app = typer.Typer(help="The outbox of SRs waiting for the PACS.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(models_app, name="models")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    from triage.app.runtime import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@app.command()
+def config() -> None:
+    """Print the effective configuration (environment, config file, defaults)."""
+    from triage.receive.tls import receiver_context, sender_context
+
+    settings = load_settings()
+    receiver_context(settings)  # a certificate or key that cannot work stops here, named
+    sender_context(settings)
+    for key, value in settings.as_dict().items():
+        sys.stdout.write(f"{key:26} {value}\n")
+    if settings.pacs is None:
+        errors.print("[yellow]warning:[/] TRIAGE_PACS is not set: results stay in the outbox")
+    if not settings.allowed_aes:
+        errors.print(
+            "[yellow]warning:[/] TRIAGE_ALLOWED_AES is not set: the receiver accepts "
+            "associations from any calling AE title"
+        )
+
+
+@app.command()
+def receive() -> None:
+    """Run the DICOM receiver only (store + catalogue), until SIGTERM or Ctrl-C."""
+    from triage.catalogue import Catalogue
+    from triage.receive.receiver import Receiver
+    from triage.store import open_store
+
+    settings = _settings()
+    stop = _stop_on_signal()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    receiver = Receiver.from_settings(
+        open_store(settings.store), Catalogue(settings.database_url), settings
+    )
+    receiver.start(settings.host, settings.port)
+    stop.wait()
+    receiver.stop()
+
+
+@app.command()
+def serve() -> None:
+    """Run the whole node: receiver, completion watcher, triage and delivery."""
+    settings = _settings()
+    stop = _stop_on_signal()
+    node, _svc = _start_node(settings)
+    console.print(
+        f"triage node {settings.ae_title} on {settings.host}:{node.port}; "
+        f"results to {settings.pacs or 'the outbox (TRIAGE_PACS not set)'}"
+    )
+    stop.wait()
+    console.print("stopping: finishing the study in hand")
+    node.stop()
+
+
+def _start_node(settings: Settings) -> tuple[TriageNode, Services]:
+    from triage.app.runtime import configure_prefect
+
+    configure_prefect(settings)
+    from flows.triage import deliver_outbox, triage_study, use_services, warm_up
+    from triage.app.node import TriageNode as Node
+    from triage.app.services import Services as Svc
+
+    svc = Svc.open(settings)
+    use_services(svc)
+    node = Node(svc, run_study=triage_study, run_delivery=deliver_outbox, warm_up=warm_up)
+    if settings.pull_interval:
+        from flows.pull import pull_new_studies, use_puller
+        from triage.receive.pull import puller_for
+
+        use_puller(
+            puller_for(
+                settings,
+                svc.store,
+                svc.catalogue,
+                node.receiver,
+                on_complete=node.triage_now,
+            )
+        )
+        node.run_pull = pull_new_studies
+    node.start()
+    return node, svc
+
+
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGTERM or SIGINT; install it before anything starts listening."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command()
+def inspect(
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="DICOM files or folders, or a StudyInstanceUID in the node's store."),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show every series found and the volume the pipeline makes of it, or why it makes none."""
+    from triage.app.inspect_view import inspection_lines
+    from triage.imaging.inspect import inspect_keys, inspect_paths
+    from triage.imaging.volume import AssemblyOptions
+
+    settings = load_settings()
+    options = AssemblyOptions(uneven_spacing=settings.uneven_spacing)
+    files = [Path(p) for p in paths]
+    if all(f.exists() for f in files):
+        result = inspect_paths(files, options)
+    elif len(paths) == 1 and not files[0].exists() and "/" not in paths[0]:
+        from triage.catalogue import Catalogue
+        from triage.store import open_store
+
+        unknown = f"{paths[0]} is neither a file or folder nor a study in the catalogue"
+        try:
+            series = Catalogue(settings.database_url).series_of(paths[0])
+        except TriageError as exc:
+            raise TriageError(f"{unknown} ({exc})") from exc
+        if not series:
+            raise TriageError(unknown)
+        store = open_store(settings.store)
+        result = inspect_keys(store.get, [s.keys for s in series], options)
+    else:
+        missing = ", ".join(p for p, f in zip(paths, files, strict=True) if not f.exists())
+        raise TriageError(f"no such file or folder: {missing}")
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        return
+    for line in inspection_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def worklist(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the studies: urgent first, then by arrival time."""
+    from triage.catalogue import Catalogue
+    from triage.worklist.view import worklist_json, worklist_table
+
+    settings = load_settings()
+    rows = Catalogue(settings.database_url).worklist()
+    if as_json:
+        sys.stdout.write(json.dumps(worklist_json(rows), indent=2) + "\n")
+    else:
+        console.print(worklist_table(rows, console.width))
+
+
+@app.command()
+def send(
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders to send.")],
+    to: Annotated[str, typer.Option(help="Destination as AE@host:port.")],
+    calling_ae: Annotated[str, typer.Option(help="Our AE title.")] = "TRIAGE_SCU",
+) -> None:
+    """Send DICOM files over C-STORE (a small modality stand-in)."""
+    import pydicom
+
+    from triage.dimse import is_success, store_datasets
+
+    node = parse_node("--to", to)
+    if node is None:
+        raise TriageError("--to is empty: give AE@host:port")
+    files = sorted(
+        p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()
+    )
+    datasets = [pydicom.dcmread(f) for f in files]
+    statuses = store_datasets(node, datasets, calling_ae)
+    failed = [
+        f"{f.name}: 0x{s:04X}" for f, s in zip(files, statuses, strict=True) if not is_success(s)
+    ]
+    console.print(f"sent {len(files) - len(failed)} of {len(files)} file(s) to {node}")
+    if failed:
+        errors.print("failed: " + ", ".join(failed))
+        raise typer.Exit(1)
+
+
+@app.command()
+def pull(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one poll-and-retrieve cycle, then exit.")
+    ] = False,
+) -> None:
+    """Find new studies on the PACS (TRIAGE_PACS) and retrieve those not here yet.
+
+    `triage serve` does this every TRIAGE_PULL_INTERVAL seconds; this runs one cycle. With
+    C-MOVE the PACS sends the study to this node's receiver: the running `triage serve`, or a
+    receiver started here for the cycle.
+    """
+    if not once:
+        raise TriageError("use `triage pull --once`; `triage serve` polls on its own schedule")
+    from triage.app.runtime import configure_prefect
+    from triage.catalogue import Catalogue
+    from triage.receive.pull import describe, puller_for
+    from triage.receive.receiver import Receiver
+    from triage.store import open_store
+
+    settings = _settings()
+    configure_prefect(settings)
+    from flows.pull import pull_new_studies, use_puller
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store, catalogue = open_store(settings.store), Catalogue(settings.database_url)
+    receiver = Receiver.from_settings(store, catalogue, settings)
+    listening = False
+    if settings.pacs_protocol == "dimse" and settings.pull_retrieve == "c-move":
+        try:
+            receiver.start(settings.host, settings.port)
+            listening = True
+        except TriageError as exc:  # the port is taken: most likely `triage serve` receives
+            errors.print(f"[yellow]note:[/] no receiver started here ({exc}); C-MOVE goes there")
+    puller = puller_for(settings, store, catalogue, receiver)
+    use_puller(puller)
+    try:
+        pull_new_studies()
+        summary = puller.last_summary
+    finally:
+        if listening:
+            receiver.stop()
+    for line in describe(summary):
+        console.print(line)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rerun(study_instance_uid: str) -> None:
+    """Triage a study again (e.g. after it was *not analysed*)."""
+    from triage.catalogue import Catalogue
+
+    settings = load_settings()
+    if not Catalogue(settings.database_url).reopen(study_instance_uid):
+        raise TriageError(f"study {study_instance_uid} is not in the catalogue")
+    console.print("queued: a running `triage serve` triages it after the quiet period")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List SRs in the outbox with their state, tries and last error."""
+    from triage.catalogue import Catalogue
+
+    rows = Catalogue(load_settings().database_url).deliveries()
+    if as_json:
+        sys.stdout.write(
+            json.dumps(
+                [{**vars(r), "next_attempt_at": r.next_attempt_at.isoformat()} for r in rows],
+                indent=2,
+            )
+            + "\n"
+        )
+        return
+    for r in rows:
+        console.print(
+            f"{r.id:5} {r.state:9} tries={r.attempts:<3} {r.destination} "
+            f"{r.sop_instance_uid} {r.last_error or ''}"
+        )
+
+
+@outbox_app.command("retry")
+def outbox_retry() -> None:
+    """Queue every dead-lettered SR again (after the PACS is back)."""
+    from triage.catalogue import Catalogue
+    from triage.deliver.outbox import retry_dead
+
+    count = retry_dead(Catalogue(load_settings().database_url))
+    console.print(f"{count} delivery(ies) queued again")
+
+
+@outbox_app.command("drop")
+def outbox_drop(
+    ids: Annotated[list[int], typer.Argument(help="Outbox ids (from `triage outbox list`).")],
+) -> None:
+    """Remove dead-lettered items for good (e.g. a result the PACS must never get)."""
+    from triage.catalogue import Catalogue
+
+    catalogue = Catalogue(load_settings().database_url)
+    dropped = catalogue.drop_dead_deliveries(ids)
+    missing = sorted(set(ids) - set(dropped))
+    console.print(f"{len(dropped)} delivery(ies) dropped")
+    if missing:
+        errors.print(f"not dropped (unknown, or not dead: retry or wait for them): {missing}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    studies: Annotated[int, typer.Option(help="Number of analysable studies to send.")] = 6,
+) -> None:
+    """Receive synthetic head CTs, triage them, deliver SRs and show the worklist."""
+    import os
+
+    from triage.app.demo import run_demo
+
+    if "TRIAGE_LOG_LEVEL" not in os.environ:  # keep the progress bars readable
+        os.environ["TRIAGE_LOG_LEVEL"] = "WARNING"
+    settings = _settings()
+    raise typer.Exit(run_demo(settings, studies, console))
+
+
+def main() -> None:
+    try:
+        app()
+    except TriageError as exc:
+        errors.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""`triage models list` and `show` as terminal text (rich) and as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from triage.modelops.metrics import HISTOGRAM_EDGES, histogram
+from triage.modelops.registry import Change, VersionInfo
+
+_STYLE = {"active": "bold green", "shadow": "cyan", "registered": "", "retired": "dim"}
+
+
+def versions_table(versions: Sequence[VersionInfo]) -> Table:
+    table = Table(title="Registered models", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("Model", "Version", "State", "Task", "Threshold", "Latency", "AUROC"):
+        table.add_column(name, overflow="fold", min_width=5)
+    for v in versions:
+        table.add_row(
+            v.name,
+            v.version,
+            Text(v.state, style=_STYLE.get(v.state, "")),
+            v.task,
+            f"{v.threshold:g}",
+            latency_text(v.trial),
+            _auroc_text(v.evaluation),
+        )
+    return table
+
+
+def latency_text(trial: dict[str, Any] | None) -> str:
+    if not trial:
+        return "-"
+    if "error" in trial:
+        return "trial failed"
+    return f"{trial['latency_s'] * 1000:.0f} ms ({trial['device']})"
+
+
+def _auroc_text(evaluation: dict[str, Any] | None) -> str:
+    if not evaluation or evaluation.get("auroc") is None:
+        return "-"
+    return f"{evaluation['auroc']:.3f} (n={evaluation['studies']})"
+
+
+def show_lines(
+    name: str,
+    versions: Sequence[VersionInfo],
+    live: dict[str, list[float]],
+    changes: Sequence[Change],
+) -> list[str | Table]:
+    """What `triage models show NAME` prints: versions, trial runs, evaluations, live scores
+    next to the evaluation's, and the audit trail."""
+    out: list[str | Table] = [versions_table(versions)]
+    for v in versions:
+        out.append(f"\n[bold]{v.name} {v.version}[/] ({v.state}, {v.task})")
+        summary = v.summary
+        finding = summary.get("finding", {})
+        out.append(
+            f"  finding {finding.get('meaning')} ({finding.get('scheme')}:{finding.get('value')}), "
+            f"threshold {v.threshold:g} -> {summary.get('positive_priority')}; series "
+            f"{_series_text(summary.get('series', {}))}"
+        )
+        out.append(
+            f"  registered {v.registered_at:%Y-%m-%d %H:%M:%S} by {v.registered_by}; content "
+            f"hash {v.content_hash}"
+        )
+        out.append(f"  trial run: {_trial_text(v.trial)}")
+        if v.evaluation:
+            e = v.evaluation
+            out.append(
+                f"  evaluation on {e['dataset']} ({e['studies']} studies, {e['positives']}+ "
+                f"{e['negatives']}-): AUROC {_num(e['auroc'])}, sensitivity "
+                f"{_num(e['sensitivity'])}, specificity {_num(e['specificity'])} at "
+                f"{e['threshold']:g}; for sensitivity >= {e['target_sensitivity']:g} use "
+                f"threshold {_num(e['suggested_threshold'], 6)}"
+            )
+        scores = live.get(v.version, [])
+        if scores or v.evaluation:
+            out.append(distribution_table(scores, v.evaluation, v.threshold))
+    out.append("\n[bold]Changes[/] (newest first)")
+    for c in changes:
+        out.append(
+            f"  {c.at:%Y-%m-%d %H:%M:%S} {c.who}: {c.action} {c.model_version} "
+            f"({c.from_state or '-'} -> {c.to_state}){': ' + c.reason if c.reason else ''}"
+        )
+    return out
+
+
+def distribution_table(
+    scores: Sequence[float], evaluation: dict[str, Any] | None, threshold: float
+) -> Table:
+    """Score histograms side by side: the last live studies and the evaluation set."""
+    live = histogram(scores)
+    evaluated = evaluation.get("histogram") if evaluation else None
+    table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False)
+    table.add_column("score")
+    table.add_column(f"live (last {len(scores)})", justify="right")
+    if evaluated:
+        table.add_column(f"evaluation ({sum(evaluated)})", justify="right")
+    for i in range(len(live)):
+        lo, hi = HISTOGRAM_EDGES[i], HISTOGRAM_EDGES[i + 1]
+        mark = " <- threshold" if lo <= threshold < hi or (hi == 1.0 and threshold == 1.0) else ""
+        cells = [f"{lo:.1f}-{hi:.1f}{mark}", _bar(live[i], max(live) or 1)]
+        if evaluated:
+            cells.append(_bar(evaluated[i], max(evaluated) or 1))
+        table.add_row(*cells)
+    flagged = sum(s >= threshold for s in scores)
+    table.caption = f"live: {flagged}/{len(scores)} at or above the threshold"
+    return table
+
+
+def _bar(count: int, most: int) -> str:
+    return f"{'#' * round(12 * count / most) if count else ''} {count}"
+
+
+def _series_text(series: dict[str, Any]) -> str:
+    parts = [
+        "/".join(series.get("modality") or []) or "any modality",
+        "/".join(series.get("body_part") or []) or "any body part",
+        f">= {series.get('min_slices')} images",
+    ]
+    return ", ".join(parts)
+
+
+def _trial_text(trial: dict[str, Any] | None) -> str:
+    if not trial:
+        return "not run"
+    if "error" in trial:
+        return f"FAILED on {trial.get('device')}: {trial['error']}"
+    memory = trial.get("peak_memory_bytes")
+    memory_text = (
+        f"{memory / 2**20:.1f} MiB ({trial['memory_measure']})" if memory is not None else "-"
+    )
+    return (
+        f"{trial['latency_s'] * 1000:.0f} ms per input on {trial['device']} (first run "
+        f"{trial['first_run_s'] * 1000:.0f} ms), peak memory {memory_text}, input "
+        f"{trial['input_shape']} -> output {trial['output_shape']}, "
+        f"{trial['parameters']:,} parameters"
+    )
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def show_json(
+    name: str,
+    versions: Sequence[VersionInfo],
+    live: dict[str, list[float]],
+    changes: Sequence[Change],
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": [
+            {
+                **v.as_dict(),
+                "live": {
+                    "scores": live.get(v.version, []),
+                    "histogram": histogram(live.get(v.version, [])),
+                },
+            }
+            for v in versions
+        ],
+        "changes": [c.as_dict() for c in changes],
+    }

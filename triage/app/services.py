@@ -1,0 +1,82 @@
+"""The node's long-lived services, built once from the settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from triage.analysis.preprocess import select_device
+from triage.catalogue import Catalogue
+from triage.config import Settings
+from triage.modelops.bundle import TriageModel
+from triage.modelops.registry import ModelLifecycle, running_names
+from triage.store import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ObjectStore
+    catalogue: Catalogue
+    models: list[TriageModel] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    lifecycle: ModelLifecycle | None = None
+    # every version loaded so far, by (name, version): their networks stay loaded across
+    # registry changes (an activation, a rollback)
+    _loaded: dict[tuple[str, str], TriageModel] = field(default_factory=dict, repr=False)
+    _revision: int = field(default=-1, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Services:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = open_store(settings.store)
+        catalogue = Catalogue(settings.database_url)
+        device = select_device(settings.device)
+        lifecycle = open_lifecycle(settings, catalogue, store, device)
+        svc = cls(settings, store, catalogue, [], device, lifecycle)
+        svc.refresh_models()
+        running = running_names(lifecycle.running())
+        log.info("%d model(s) on %s: %s", len(svc.models), device, running)
+        return svc
+
+    def refresh_models(self) -> list[TriageModel]:
+        """The active and shadow models now, as the registry says (re-read when it changed:
+        `triage models activate`, `rollback`... take effect from the next study)."""
+        if self.lifecycle is None:
+            return self.models
+        revision = self.lifecycle.revision()
+        if revision == self._revision:
+            return self.models
+        models = []
+        for info in self.lifecycle.running():
+            key = (info.name, info.version)
+            if key not in self._loaded:
+                self._loaded[key] = self.lifecycle.model(info)
+            models.append(self._loaded[key].with_role(info.state))
+        self.models, self._revision = models, revision
+        return models
+
+    def model(self, name: str, version: str | None = None) -> TriageModel:
+        for m in self.models:
+            if m.name == name and (version is None or m.version == version):
+                return m
+        if version is not None and (name, version) in self._loaded:
+            return self._loaded[(name, version)]  # changed since the study was planned
+        raise KeyError(name)
+
+    def close(self) -> None:
+        self.catalogue.close()
+
+
+def open_lifecycle(
+    settings: Settings, catalogue: Catalogue, store: ObjectStore, device: torch.device
+) -> ModelLifecycle:
+    """The model registry of this node; at its first start (an empty registry) the bundles in
+    TRIAGE_MODELS are registered, each active unless its options say otherwise."""
+    lifecycle = ModelLifecycle(catalogue, store, settings.home / "model-cache", device)
+    lifecycle.ensure_registered(settings.models)
+    return lifecycle

@@ -1,1 +1,0 @@
-"""DICOM in and out: receive, query/retrieve, series to volume, the result SR, send."""

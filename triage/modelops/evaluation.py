@@ -1,0 +1,285 @@
+"""Evaluate a model version on a labelled set of studies.
+
+A labelled set is a folder with one sub-folder of DICOM files per study, and a CSV of labels
+(``labels.csv`` in that folder unless named otherwise)::
+
+    study,label
+    case001,1
+    case002,0
+
+``study`` names the sub-folder; ``label`` is 1 when the model's finding is present, 0 when it is
+not. Every study goes through the pipeline's own steps - series selection by the model's rules,
+volume assembly, preprocessing on the device, the model and its scoring - so the figures are the
+ones the node would give. The result: AUROC, sensitivity and specificity at the model's
+threshold, the threshold that reaches a target sensitivity, the score histogram, and the ROC
+curve as a PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import torch
+from pydicom.errors import InvalidDicomError
+
+from triage.analysis.inference import score
+from triage.analysis.preprocess import model_input_with_affine
+from triage.analysis.selection import select_series
+from triage.catalogue import SeriesSummary
+from triage.errors import ModelError, NotAVolumeError, TriageError
+from triage.imaging.volume import AssemblyOptions, load_files
+from triage.modelops.bundle import TriageModel
+from triage.modelops.metrics import (
+    auroc,
+    histogram,
+    operating_point,
+    roc_curve,
+    threshold_for_sensitivity,
+)
+
+LABELS_FILE = "labels.csv"
+_TRUE = {"1", "true", "yes", "positive"}
+_FALSE = {"0", "false", "no", "negative"}
+
+
+@dataclass(frozen=True)
+class LabelledStudy:
+    name: str
+    folder: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class StudyScore:
+    """One study's outcome: its probability, or why it was not analysed."""
+
+    study: str
+    label: int
+    probability: float | None
+    reason: str = ""
+
+
+@dataclass
+class Evaluation:
+    model: str
+    version: str
+    dataset: str
+    studies: int
+    positives: int
+    negatives: int
+    auroc: float | None
+    threshold: float
+    sensitivity: float | None
+    specificity: float | None
+    target_sensitivity: float
+    suggested_threshold: float | None
+    suggested_sensitivity: float | None
+    suggested_specificity: float | None
+    histogram: list[int]
+    roc_png: str | None
+    device: str
+    not_analysed: list[dict[str, str]] = field(default_factory=list)
+    scores: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_labels(dataset: Path, labels: Path | None = None) -> list[LabelledStudy]:
+    """The labelled studies of a set; every problem names the file and line to fix."""
+    dataset = Path(dataset)
+    if not dataset.is_dir():
+        raise TriageError(f"{dataset} is not a folder: give the folder of the labelled studies")
+    path = Path(labels) if labels is not None else dataset / LABELS_FILE
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise TriageError(
+            f"{path} is missing: write a CSV with the columns study,label (one line per study "
+            "folder, label 1 or 0)"
+        ) from None
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows or not {"study", "label"} <= set(rows[0]):
+        raise TriageError(f"{path} must have a header line with the columns study,label")
+    out = []
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        name = (row.get("study") or "").strip()
+        value = (row.get("label") or "").strip().lower()
+        if value in _TRUE:
+            label = 1
+        elif value in _FALSE:
+            label = 0
+        else:
+            raise TriageError(f"{path} line {line}: label {row.get('label')!r} is not 1 or 0")
+        folder = dataset / name
+        if not name or not folder.is_dir():
+            raise TriageError(f"{path} line {line}: no study folder {folder}")
+        if name in seen:
+            raise TriageError(f"{path} line {line}: study {name} is listed twice")
+        seen.add(name)
+        out.append(LabelledStudy(name, folder, label))
+    return out
+
+
+def study_series(folder: Path) -> list[SeriesSummary]:
+    """The series of a study folder as the catalogue would describe them (keys: file paths)."""
+    by_series: dict[str, list[tuple[str, pydicom.Dataset]]] = {}
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in sorted(files):
+            path = os.path.join(dirpath, name)
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, ValueError):
+                continue  # not DICOM (a README, a thumbnail): not part of the study
+            uid = str(ds.get("SeriesInstanceUID", ""))
+            if uid:
+                by_series.setdefault(uid, []).append((path, ds))
+    out = []
+    for uid, items in by_series.items():
+        first = items[0][1]
+        out.append(
+            SeriesSummary(
+                series_instance_uid=uid,
+                modality=str(first.get("Modality", "")),
+                body_part=str(first.get("BodyPartExamined", "")),
+                series_description=str(first.get("SeriesDescription", "")),
+                series_number=str(first.get("SeriesNumber", "")),
+                image_types=tuple(
+                    sorted({"\\".join(map(str, ds.get("ImageType", []))) for _, ds in items})
+                ),
+                keys=tuple(path for path, _ in items),
+            )
+        )
+    return out
+
+
+def score_study(
+    model: TriageModel, folder: Path, device: torch.device, options: AssemblyOptions
+) -> tuple[float | None, str]:
+    """The model's probability on a study folder, or None and why it was not analysed."""
+    series, reason = select_series(model.rule, study_series(folder))
+    if series is None:
+        return None, reason
+    try:
+        volume = load_files(series.keys, options)
+        x, affine = model_input_with_affine(volume.array, volume.affine_lps, model.input, device)
+        return score(model, x, affine, device).probability, ""
+    except NotAVolumeError as exc:
+        return None, f"series {series.series_number or '?'} is not a volume: {exc}"
+    except ModelError as exc:
+        return None, str(exc)
+
+
+def evaluate(
+    model: TriageModel,
+    dataset: Path,
+    *,
+    device: torch.device,
+    labels: Path | None = None,
+    target_sensitivity: float = 0.9,
+    roc_png: Path | None = None,
+    options: AssemblyOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Score every labelled study and measure the model at its threshold and on its ROC."""
+    if not 0.0 < target_sensitivity <= 1.0:
+        raise TriageError(f"the target sensitivity must lie in (0, 1], got {target_sensitivity}")
+    studies = read_labels(dataset, labels)
+    options = options or AssemblyOptions()
+    results = []
+    for study in studies:
+        probability, reason = score_study(model, study.folder, device, options)
+        results.append(StudyScore(study.name, study.label, probability, reason))
+        if progress is not None:
+            progress(study.name)
+    scored = [r for r in results if r.probability is not None]
+    scores = [float(r.probability) for r in scored if r.probability is not None]
+    truth = [r.label for r in scored]
+    positives, negatives = sum(truth), len(truth) - sum(truth)
+    point = operating_point(scores, truth, model.threshold) if scored else None
+    suggested = threshold_for_sensitivity(scores, truth, target_sensitivity) if positives else None
+    suggested_point = operating_point(scores, truth, suggested) if suggested is not None else None
+    area = auroc(scores, truth) if positives and negatives else None
+    png = None
+    if roc_png is not None and positives and negatives:
+        title = f"{model.name} {model.version}"
+        write_roc_png(Path(roc_png), scores, truth, model.threshold, suggested, title)
+        png = str(roc_png)
+    return Evaluation(
+        model=model.name,
+        version=model.version,
+        dataset=str(dataset),
+        studies=len(studies),
+        positives=positives,
+        negatives=negatives,
+        auroc=_round(area),
+        threshold=model.threshold,
+        sensitivity=_round(point.sensitivity) if point else None,
+        specificity=_round(point.specificity) if point else None,
+        target_sensitivity=target_sensitivity,
+        suggested_threshold=_round(suggested, 6),
+        suggested_sensitivity=_round(suggested_point.sensitivity) if suggested_point else None,
+        suggested_specificity=_round(suggested_point.specificity) if suggested_point else None,
+        histogram=histogram(scores),
+        roc_png=png,
+        device=str(device),
+        not_analysed=[{"study": r.study, "reason": r.reason} for r in results if r.reason],
+        scores=[
+            {"study": r.study, "label": r.label, "probability": _round(r.probability, 6)}
+            for r in results
+        ],
+    )
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    if value is None or value != value:  # None or NaN
+        return None
+    return round(float(value), digits)
+
+
+def write_roc_png(
+    path: Path,
+    scores: list[float],
+    labels: list[int],
+    threshold: float,
+    suggested: float | None,
+    title: str,
+) -> None:
+    """The ROC curve with the model's operating point (and the suggested one) as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fpr, tpr, _ = roc_curve(scores, labels)
+    figure = Figure(figsize=(5, 5), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    ax.plot(fpr, tpr, color="tab:blue", drawstyle="steps-post", label="ROC")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    points = ((threshold, "threshold", "tab:red"), (suggested, "suggested", "tab:green"))
+    for value, name, colour in points:
+        if value is None:
+            continue
+        point = operating_point(scores, labels, value)
+        ax.plot(
+            1 - point.specificity,
+            point.sensitivity,
+            "o",
+            color=colour,
+            label=f"{name} {value:.6g}: sens {point.sensitivity:.2f}, spec {point.specificity:.2f}",
+        )
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{title}\nAUROC {auroc(scores, labels):.3f}, n={len(scores)}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)

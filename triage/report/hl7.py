@@ -1,0 +1,288 @@
+"""HL7 v2.5 ORU^R01 over MLLP: the triage priority where RIS worklists sort.
+
+Besides the SR, an unsolicited observation result per SR goes to ``TRIAGE_HL7_ENDPOINT``
+(host:port). Built and read with hl7apy. What a RIS finds where:
+
+- MSH-9 ``ORU^R01^ORU_R01``, MSH-10 a new control id per message (a retry resends the same
+  stored message, so the same id), MSH-11 ``P``, MSH-12 ``2.5``, MSH-18 ``UNICODE UTF-8``.
+- PID-3 the PatientID, PID-5 the PatientName (DICOM PN components mapped to XPN).
+- ORC-1 ``RE``; ORC-2/ORC-3 and OBR-2/OBR-3 (placer/filler order number) and OBR-18 (placer
+  field 1, where IHE Radiology carries it) the AccessionNumber, which the RIS matches the order on.
+- **Priority**: TQ1-9 (v2.5 quantity/timing, HL7 table 0485: ``S^Stat^HL70485`` for an urgent
+  result, ``R^Routine^HL70485`` for a routine one), mirrored in OBR-27.6 (the v2.3/v2.4
+  quantity/timing priority component, which older RIS read). OBR-5 is not used (deprecated).
+- OBR-4 the model (``<model>^AI triage <model> <version>^99TRIAGE``), OBR-7 StudyDate+StudyTime,
+  OBR-25 ``P`` (preliminary: not reviewed by a radiologist).
+- OBX 1: CWE (121071, DCM, "Finding") = the finding code; OBX-8 ``A`` when at or above the
+  model's threshold, else ``N``. OBX 2: NM (122157, DCM, "Probability") with unit
+  (1, UCUM, "no units"). OBX 3: CWE (260870009, SCT, "Priority") = (103391001, SCT, "Urgency")
+  or (373115008, SCT, "Routine"), the codes of the SR. OBX-11 ``P`` for each.
+
+MLLP: one connection per message, framed 0x0B ... 0x1C 0x0D, with a socket timeout; the
+receiver's ACK must be AA (or CA) for this message's control id. AE/AR/CE/CR is a failed try
+whose error carries the receiver's text, with this message's identifiers withheld (errors are
+logged; patient identifiers never are).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.exceptions import HL7apyException
+from hl7apy.parser import parse_message
+from pydicom.dataset import Dataset
+
+from triage.attributes import text_value
+from triage.errors import ConfigError, DeliveryError
+from triage.report.sr import PRIORITY, PRIORITY_CODES
+from triage.results import ModelResult, Priority
+
+log = logging.getLogger(__name__)
+
+DESTINATION_PREFIX = "hl7:"
+VERSION = "2.5"
+TIMEOUT_SECONDS = 30.0
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+MAX_ACK_BYTES = 1 << 20
+
+# HL7 table 0485 (extended priority codes), read by RIS worklists
+HL7_PRIORITY: dict[Priority, tuple[str, str]] = {
+    Priority.URGENT: ("S", "Stat"),
+    Priority.ROUTINE: ("R", "Routine"),
+}
+FINDING = ("121071", "Finding", "DCM")
+PROBABILITY = ("122157", "Probability", "DCM")
+NO_UNITS = ("1", "no units", "UCUM")
+LOCAL_SCHEME = "99TRIAGE"
+ACCEPTED = ("AA", "CA")
+_ESCAPES = (("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\"))
+
+
+def escape(text: object) -> str:
+    """A value as HL7 ER7 text: delimiters escaped, line breaks as spaces."""
+    value = re.sub(r"[\r\n]+", " ", str(text))
+    for char, sequence in _ESCAPES:
+        value = value.replace(char, sequence)
+    return value
+
+
+def unescape(text: str) -> str:
+    for char, sequence in reversed(_ESCAPES):
+        text = text.replace(sequence, char)
+    return text
+
+
+def _coded(*components: object) -> str:
+    return "^".join(escape(c) for c in components)
+
+
+def _person_name(ds: Dataset) -> str:
+    """DICOM PN (family^given^middle^prefix^suffix) as XPN (family^given^middle^suffix^prefix)."""
+    parts = (text_value(ds, "PatientName").split("=")[0].split("^") + [""] * 5)[:5]
+    family, given, middle, prefix, suffix = parts
+    return _coded(family, given, middle, suffix, prefix).rstrip("^")
+
+
+def _timestamp(date: str, time: str) -> str:
+    """StudyDate + StudyTime as an HL7 DTM, or empty when they are not valid DICOM values."""
+    if not re.fullmatch(r"\d{8}", date.strip()):
+        return ""
+    clock = time.strip().split(".")[0]
+    return date.strip() + (clock if re.fullmatch(r"\d{2,6}", clock) else "")
+
+
+def destination(endpoint: str) -> str:
+    return f"{DESTINATION_PREFIX}{endpoint}"
+
+
+def oru_r01(
+    header: Dataset,
+    result: ModelResult,
+    *,
+    sending_application: str,
+    now: datetime | None = None,
+    control_id: str | None = None,
+) -> str:
+    """The ORU^R01 for one model's result on a study, as ER7 text (segments end with CR).
+
+    ``header``: any image of the analysed series (patient and study attributes).
+    """
+    if result.priority not in HL7_PRIORITY:
+        raise ValueError(f"a result with priority {result.priority.value!r} has no ORU^R01")
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
+    accession = escape(text_value(header, "AccessionNumber"))
+    priority, priority_text = HL7_PRIORITY[result.priority]
+    priority_code = PRIORITY_CODES[result.priority]
+
+    msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
+    msg.msh.msh_3 = escape(sending_application)
+    msg.msh.msh_7 = stamp
+    msg.msh.msh_9 = "ORU^R01^ORU_R01"
+    msg.msh.msh_10 = control_id or uuid.uuid4().hex[:20].upper()
+    msg.msh.msh_11 = "P"
+    msg.msh.msh_12 = VERSION
+    msg.msh.msh_18 = "UNICODE UTF-8"
+
+    patient_result = msg.add_group("ORU_R01_PATIENT_RESULT")
+    pid = patient_result.add_group("ORU_R01_PATIENT").pid
+    pid.pid_1 = "1"
+    pid.pid_3 = escape(text_value(header, "PatientID"))
+    pid.pid_5 = _person_name(header)
+
+    order = patient_result.add_group("ORU_R01_ORDER_OBSERVATION")
+    order.orc.orc_1 = "RE"
+    order.orc.orc_2 = accession
+    order.orc.orc_3 = accession
+    obr = order.obr
+    obr.obr_1 = "1"
+    obr.obr_2 = accession
+    obr.obr_3 = accession
+    obr.obr_4 = _coded(
+        result.model_name,
+        f"AI triage {result.model_name} {result.model_version}",
+        LOCAL_SCHEME,
+    )
+    observed = _timestamp(text_value(header, "StudyDate"), text_value(header, "StudyTime"))
+    if observed:
+        obr.obr_7 = observed
+    obr.obr_18 = accession
+    obr.obr_22 = stamp
+    obr.obr_25 = "P"
+    obr.obr_27 = f"^^^^^{priority}"
+    timing = order.add_group("ORU_R01_TIMING_QTY")
+    timing.tq1.tq1_1 = "1"
+    timing.tq1.tq1_9 = f"{priority}^{priority_text}^HL70485"
+
+    finding = result.finding
+    observations = (
+        ("CWE", FINDING, _coded(finding.value, finding.meaning, finding.scheme_designator), ""),
+        ("NM", PROBABILITY, f"{result.probability:.4f}", _coded(*NO_UNITS)),
+        (
+            "CWE",
+            (PRIORITY.value, PRIORITY.meaning, PRIORITY.scheme_designator),
+            _coded(priority_code.value, priority_code.meaning, priority_code.scheme_designator),
+            "",
+        ),
+    )
+    for number, (value_type, concept, value, units) in enumerate(observations, start=1):
+        obx = order.add_group("ORU_R01_OBSERVATION").obx
+        obx.obx_1 = str(number)
+        obx.obx_2 = value_type
+        obx.obx_3 = _coded(*concept)
+        obx.obx_5 = value
+        if units:
+            obx.obx_6 = units
+        if number == 1:
+            obx.obx_8 = "A" if result.positive else "N"
+        obx.obx_11 = "P"
+        obx.obx_14 = stamp
+    return str(msg.to_er7()) + "\r"
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"HL7 endpoint {endpoint!r} is not host:port")
+    return host, int(port)
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    data = b""
+    while END_BLOCK not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the connection was closed before an acknowledgement came")
+        data += chunk
+        if len(data) > MAX_ACK_BYTES:
+            raise ConnectionError(f"no end of the acknowledgement after {MAX_ACK_BYTES} bytes")
+    start = data.find(START_BLOCK)
+    return data[start + 1 if start >= 0 else 0 : data.index(END_BLOCK)]
+
+
+def identifiers(message: str) -> set[str]:
+    """Patient and order identifiers of one of our messages (PID-3, PID-5, ORC/OBR numbers)."""
+    found: set[str] = set()
+    for segment in message.replace("\n", "\r").split("\r"):
+        fields = segment.split("|")
+        wanted = {"PID": (3, 5), "ORC": (2, 3), "OBR": (2, 3, 18)}.get(fields[0], ())
+        for index in wanted:
+            if index < len(fields):
+                for part in re.split(r"[\^&~]", fields[index]):
+                    if len(part) >= 2:
+                        found.add(unescape(part))
+    return found
+
+
+def withhold(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "(withheld)")
+    return text
+
+
+def read_ack(ack: str, control_id: str) -> tuple[str, str]:
+    """(acknowledgement code, the receiver's text) from an ACK; DeliveryError when unreadable."""
+    try:
+        parsed = parse_message(
+            ack.replace("\n", "\r").strip("\r"),
+            find_groups=False,
+            validation_level=VALIDATION_LEVEL.TOLERANT,
+        )
+        msa = parsed.msa
+        code = str(msa.msa_1.to_er7())
+        acknowledged = str(msa.msa_2.to_er7())
+        text = str(msa.msa_3.to_er7())
+        errors = [str(child.to_er7()) for child in parsed.children if child.name == "ERR"]
+    except (HL7apyException, AttributeError, IndexError, KeyError, ValueError) as exc:
+        raise DeliveryError(f"the acknowledgement cannot be read as HL7: {exc}") from exc
+    if acknowledged and acknowledged != control_id:
+        raise DeliveryError(
+            f"the acknowledgement is for message {acknowledged!r}, not {control_id!r}"
+        )
+    detail = "; ".join(t for t in [unescape(text), *errors] if t)
+    return code, detail[:500]
+
+
+def control_id_of(message: str) -> str:
+    fields = message.split("\r", 1)[0].split("|")
+    return fields[9] if len(fields) > 9 else ""
+
+
+def send_message(endpoint: str, message: bytes, timeout: float = TIMEOUT_SECONDS) -> None:
+    """Send one ER7 message over MLLP and wait for its ACK; DeliveryError unless accepted."""
+    host, port = parse_endpoint(endpoint)
+    text = message.decode("utf-8", errors="replace")
+    control_id = control_id_of(text)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(START_BLOCK + message + END_BLOCK)
+            ack = _read_frame(sock).decode("utf-8", errors="replace")
+    except TimeoutError as exc:
+        raise DeliveryError(
+            f"the HL7 receiver at {endpoint} did not acknowledge within {timeout:g} s"
+        ) from exc
+    except OSError as exc:
+        raise DeliveryError(
+            f"cannot deliver to the HL7 receiver at {endpoint} (is it listening, and is "
+            f"TRIAGE_HL7_ENDPOINT right?): {exc.strerror or exc}"
+        ) from exc
+    try:
+        code, detail = read_ack(ack, control_id)
+    except DeliveryError as exc:
+        raise DeliveryError(
+            f"the HL7 receiver at {endpoint}: {withhold(str(exc), identifiers(text))}"
+        ) from None
+    if code not in ACCEPTED:
+        detail = withhold(detail, identifiers(text))
+        raise DeliveryError(
+            f"the HL7 receiver at {endpoint} answered {code or 'no code'}"
+            + (f": {detail}" if detail else "")
+        )
