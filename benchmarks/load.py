@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from orthanc import ORTHANC, Orthanc, free_port  # noqa: E402  (tests/orthanc.py)
+from support.orthanc import ORTHANC, Orthanc, free_port  # noqa: E402  (tests/support/orthanc.py)
 
 from triage.app.demo import DemoStudy, write_demo_studies  # noqa: E402
 

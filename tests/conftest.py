@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+from support.paths import SHARED_DATA
 
 # Prefect: embedded API, no telemetry, quiet; set before any test imports prefect
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -30,7 +28,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One Orthanc for the session (tests clean up what they put in it by study UID)."""
-    from orthanc import ORTHANC, Orthanc
+    from support.orthanc import ORTHANC, Orthanc
 
     if ORTHANC is None:
         pytest.skip("Orthanc is not installed (Debian package orthanc)")
@@ -60,8 +58,20 @@ def stopper() -> Iterator[list[threading.Thread]]:
         assert not thread.is_alive(), "a server did not stop"
 
 
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
+@pytest.fixture(scope="module")
+def prefect_api(prefect_harness: None) -> str:
+    """The URL of the session's Prefect test API, for nodes started as child processes."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "the Prefect test harness has no API URL"
+    return str(url)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ is an integration test (real Orthanc, dcmtk,
+    dicom3tools or a node in a child process); `make unit` leaves it out."""
+    root = Path(__file__).parent / "integration"
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(root):
+            item.add_marker(pytest.mark.integration)

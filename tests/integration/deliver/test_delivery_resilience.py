@@ -1,0 +1,106 @@
+"""Delivery survives the PACS: Orthanc down while a result is ready, then back; dead letter and
+operator retry. Real Orthanc, real storescu, the real node and flows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.modality import storescu
+from support.orthanc import ORTHANC, Orthanc, free_port, srs_in_orthanc
+from support.waiting import wait_until
+
+from triage.app.demo import write_demo_studies
+from triage.config import load_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def pacs(tmp_path: Path) -> Iterator[Orthanc]:
+    if ORTHANC is None:
+        pytest.skip("Orthanc is not installed")
+    down = Orthanc(
+        tmp_path / "pacs", ae_title="LATEPACS", dicom_port=free_port(), http_port=free_port()
+    )
+    yield down  # not started: the test starts it when it wants the PACS back
+    down.stop()
+
+
+def test_results_wait_for_the_pacs_and_are_delivered_once(
+    tmp_path: Path, pacs: Orthanc, prefect_harness: None
+) -> None:
+    from flows.triage import deliver_outbox, triage_study, use_services
+    from triage.app.node import TriageNode
+    from triage.app.services import Services
+    from triage.catalogue import DEAD, DELIVERED, PENDING
+    from triage.deliver.outbox import retry_dead
+
+    env = {
+        "TRIAGE_HOME": str(tmp_path / "home"),
+        "TRIAGE_PACS": pacs.node,
+        "TRIAGE_QUIET_SECONDS": "1",
+        "TRIAGE_DEVICE": "cpu",
+        "TRIAGE_DELIVERY_BACKOFF_SECONDS": "0.5",
+        "TRIAGE_DELIVERY_MAX_TRIES": "50",
+    }
+    settings = dataclasses.replace(load_settings(env), port=0)
+    svc = Services.open(settings)
+    use_services(svc)
+    node = TriageNode(svc, run_study=triage_study, run_delivery=deliver_outbox, poll_seconds=0.2)
+    node.start()
+    try:
+        (study,) = write_demo_studies(
+            tmp_path / "studies",
+            count=1,
+            unanalysable=0,
+            shape=(128, 128, 24),
+            spacing=(1.8, 1.8, 5.0),
+        )
+        assert storescu(study.folder, node.port).returncode == 0
+        uid = study.study_instance_uid
+
+        def failed_at_least_twice() -> bool:
+            rows = svc.catalogue.deliveries()
+            return len(rows) == 1 and rows[0].attempts >= 2
+
+        wait_until(failed_at_least_twice, 90, "two failed delivery attempts")
+        (row,) = svc.catalogue.deliveries()
+        assert row.state == PENDING and "LATEPACS" in (row.last_error or "")
+        (listed,) = [r for r in svc.catalogue.worklist() if r.study_instance_uid == uid]
+        assert listed.state == "triaged"  # the priority is on the worklist while the SR waits
+
+        pacs.start()
+        wait_until(lambda: svc.catalogue.deliveries([DELIVERED]) != [], 60, "delivery")
+        assert len(srs_in_orthanc(pacs, uid)) == 1
+
+        # the PACS goes away for longer than the retry budget: dead letter, then operator retry
+        pacs.stop()
+        svc.settings = dataclasses.replace(svc.settings, delivery_max_tries=2)
+        assert svc.catalogue.reopen(uid)
+        wait_until(lambda: svc.catalogue.deliveries([DEAD]) != [], 90, "the dead letter")
+        cli_env = {**os.environ, **env}
+        listing = subprocess.run(
+            [sys.executable, "-m", "triage.app.cli", "outbox", "list", "--json"],
+            capture_output=True,
+            text=True,
+            env=cli_env,
+            timeout=60,
+            check=True,
+        )
+        (dead,) = json.loads(listing.stdout)
+        assert dead["state"] == DEAD and dead["attempts"] == 2
+
+        pacs.start()
+        assert retry_dead(svc.catalogue) == 1
+        wait_until(lambda: svc.catalogue.deliveries([DELIVERED]) != [], 60, "redelivery")
+        assert len(srs_in_orthanc(pacs, uid)) == 1
+    finally:
+        node.stop()
+        svc.close()

@@ -1,0 +1,185 @@
+"""Orthanc as the PACS in integration tests: a child process on 127.0.0.1 with its own config,
+storage folder and free ports, stopped by the test session. Optionally with the DICOMweb plugin
+(Debian orthanc-dicomweb) at /dicom-web/ and HTTP basic auth."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ORTHANC = shutil.which("Orthanc")
+DICOMWEB_PLUGIN = next(
+    (
+        path
+        for path in (
+            Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so"),
+            Path("/usr/lib/orthanc/libOrthancDicomWeb.so"),
+        )
+        if path.exists()
+    ),
+    None,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Orthanc:
+    folder: Path
+    ae_title: str = "ORTHANC"
+    dicom_port: int = 0
+    http_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    auth: tuple[str, str] | None = None  # what the REST helpers below log in with
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    @property
+    def node(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.dicom_port}"
+
+    def start(
+        self,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+        extra: dict[str, Any] | None = None,
+        *,
+        dicomweb: bool = False,
+        users: dict[str, str] | None = None,
+    ) -> None:
+        """Start Orthanc; ``extra`` adds or overrides configuration (e.g. LuaScripts).
+
+        ``dicomweb`` loads the DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS at /dicom-web/);
+        ``users`` (name -> password) turns on HTTP basic auth for the REST API and DICOMweb.
+        """
+        assert ORTHANC, "Orthanc is not installed"
+        assert not dicomweb or DICOMWEB_PLUGIN, "the DICOMweb plugin is not installed"
+        self.dicom_port = self.dicom_port or free_port()
+        self.http_port = self.http_port or free_port()
+        config = {
+            "Name": "triage-test-pacs",
+            "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "storage"),
+            "DicomAet": self.ae_title,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": dict(users or {}),
+            "DicomCheckCalledAet": True,
+            "DicomAlwaysAllowStore": True,
+            "OverwriteInstances": True,
+            "StorageCompression": False,
+            "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+            "DicomModalities": {k: list(v) for k, v in (modalities or {}).items()},
+            "HttpTimeout": 10,
+            **(extra or {}),
+        }
+        if dicomweb:
+            config["DicomWeb"] = {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Host": f"127.0.0.1:{self.http_port}",
+                "Ssl": False,
+            }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "orthanc.json").write_text(json.dumps(config, indent=2))
+        self.auth = next(iter((users or {}).items()), None)
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        log = open(self.folder / "orthanc.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [ORTHANC, str(self.folder / "orthanc.json")], stdout=log, stderr=log, env=env
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited: {(self.folder / 'orthanc.log').read_text()}")
+            try:
+                self.get("/system")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("Orthanc did not start within 30 s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def _request(
+        self, path: str, data: bytes | None = None, method: str = "GET"
+    ) -> urllib.request.Request:
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return request
+
+    def store(self, datasets: list[Any], calling_ae: str = "MODALITY") -> None:
+        """C-STORE the data sets into this Orthanc (as a modality would); all must succeed."""
+        from triage.config import parse_node
+        from triage.dimse import is_success, store_datasets
+
+        node = parse_node("orthanc", self.node)
+        assert node is not None
+        statuses = store_datasets(node, datasets, calling_ae)
+        assert all(is_success(s) for s in statuses), [hex(s) for s in statuses]
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self._request(path), timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def post(self, path: str, data: bytes) -> Any:
+        with urllib.request.urlopen(self._request(path, data, "POST"), timeout=30) as response:
+            return json.loads(response.read())
+
+    def delete_all(self) -> None:
+        for study in self.get("/studies"):
+            request = self._request(f"/studies/{study}", method="DELETE")
+            urllib.request.urlopen(request, timeout=10).close()
+
+    def instances_of_study(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every instance of the study with its main tags (via /tools/find)."""
+        query = json.dumps(
+            {"Level": "Instance", "Expand": True, "Query": {"StudyInstanceUID": study_uid}}
+        ).encode()
+        return list(self.post("/tools/find", query))
+
+    def instance_file(self, orthanc_id: str) -> bytes:
+        data = self.get(f"/instances/{orthanc_id}/file")
+        assert isinstance(data, bytes)
+        return data
+
+
+def srs_in_orthanc(orthanc: Orthanc, study_uid: str) -> list[dict[str, Any]]:
+    return [
+        i
+        for i in orthanc.instances_of_study(study_uid)
+        if i["MainDicomTags"].get("SOPInstanceUID")
+        and orthanc.get(f"/instances/{i['ID']}/tags?simplify").get("Modality") == "SR"
+    ]
