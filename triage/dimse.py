@@ -1,4 +1,5 @@
-"""C-STORE SCU: send data sets to a DICOM node over one association."""
+"""DIMSE basics shared by every stage: the status codes the node answers and reads, the AE it
+opens associations with, and the C-STORE SCU that sends data sets to a DICOM node."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, Status, code_to_category
 from pynetdicom.transport import AssociationSocket
 
 from triage.config import DicomNode
 from triage.errors import DeliveryError
 
 log = logging.getLogger(__name__)
+
+# DIMSE statuses (PS3.4 B.2.3, PS3.7 C). pynetdicom names success and pending; the failure
+# codes the node answers are named here, once.
+SUCCESS = int(Status.SUCCESS)
+PENDING = (int(Status.PENDING), 0xFF01)  # 0xFF01: pending, optional keys not supported
+SOME_FAILED = 0xB000  # C-MOVE/C-GET or STOW: some sub-operations failed
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+OUT_OF_RESOURCES = 0xA700  # storage failed: the sender keeps the data and retries
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC210
+NO_STATUS = 0xFFFF  # no answer came (the association ended first)
 
 
 class NoDelayAE(AE):
@@ -97,10 +110,10 @@ def store_datasets(
     finally:
         if assoc.is_established:
             assoc.release()
-    statuses.extend([0xFFFF] * (len(datasets) - len(statuses)))
+    statuses.extend([NO_STATUS] * (len(datasets) - len(statuses)))
     return statuses
 
 
 def is_success(status: int) -> bool:
-    """Success and warnings (0xB000, 0xB007, 0xB006) mean the peer stored it."""
-    return status == 0x0000 or status in (0xB000, 0xB006, 0xB007)
+    """Success and warnings (e.g. 0xB000, 0xB006, 0xB007 for C-STORE) mean the peer stored it."""
+    return status != NO_STATUS and code_to_category(status) in (STATUS_SUCCESS, STATUS_WARNING)

@@ -30,12 +30,10 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from triage.errors import NotAVolumeError
+from triage.limits import MAX_FRAME_SIDE, MAX_VOXELS
 
 log = logging.getLogger(__name__)
 
-#: The largest frame accepted (per side) and the largest volume, in voxels (4 GiB as float32).
-MAX_FRAME_SIDE = 4096
-MAX_VOXELS = 1 << 30
 
 #: per transfer syntax, the decoding plugins in order of speed on a 512 x 512 CT slice (ms per
 #: frame, measured here): JPEG-LS pyjpegls 5.2, gdcm 7.0, pylibjpeg 16.8; JPEG 2000 gdcm 14.2,

@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from triage.config import Settings
+from triage.dimse import SOME_FAILED, SOP_CLASS_NOT_SUPPORTED, SUCCESS
 from triage.errors import ConfigError, DeliveryError
 from triage.receive.query import FoundStudy, RetrieveOutcome
 
@@ -34,9 +35,6 @@ DESTINATION_PREFIX = "dicomweb:"
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 120.0  # between two reads on the socket, not for a whole transfer
 
-SUCCESS = 0x0000
-SOME_FAILED = 0xB000
-SOP_CLASS_NOT_SUPPORTED = 0x0122
 
 # DICOM JSON tags (PS3.18 F.2) of the study and series attributes read from QIDO-RS answers
 STUDY_INSTANCE_UID = "0020000D"

@@ -22,12 +22,11 @@ from pynetdicom.association import Association
 
 from triage.attributes import text_value
 from triage.config import DicomNode
-from triage.dimse import NoDelayAE
+from triage.dimse import PENDING, SOME_FAILED, SUCCESS, NoDelayAE
 from triage.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
-PENDING = (0xFF00, 0xFF01)
 # Study Root Query/Retrieve Information Model (PS3.4 C.6.2)
 StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
 StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -57,7 +56,7 @@ class RetrieveOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in (0x0000, 0xB000) and self.failed == 0
+        return self.status in (SUCCESS, SOME_FAILED) and self.failed == 0
 
     def __add__(self, other: RetrieveOutcome) -> RetrieveOutcome:
         expected = (
@@ -65,7 +64,7 @@ class RetrieveOutcome:
             if None in (self.expected, other.expected)
             else ((self.expected or 0) + (other.expected or 0))
         )
-        worst = max((self.status, other.status), key=lambda s: (s != 0, s == 0xB000, s))
+        worst = max((self.status, other.status), key=lambda s: (s != SUCCESS, s == SOME_FAILED, s))
         return RetrieveOutcome(
             worst,
             self.completed + other.completed,
@@ -150,7 +149,7 @@ def find_studies(
                 wanted = {m.upper() for m in modalities}
                 if study and (not wanted or not study.modalities or wanted & set(study.modalities)):
                     found.append(study)
-            elif code != 0x0000:
+            elif code != SUCCESS:
                 raise DeliveryError(f"{pacs} answered the study query with status 0x{code:04X}")
     finally:
         if assoc.is_established:
@@ -210,7 +209,7 @@ def find_series(
                         int(count) if count.isdigit() else None,
                     )
                 )
-            elif code != 0x0000:
+            elif code != SUCCESS:
                 raise DeliveryError(f"{pacs} answered the series query with status 0x{code:04X}")
     finally:
         if assoc.is_established:
@@ -320,7 +319,7 @@ class DimseSource:
             for s in find_series(self.pacs, self.calling_ae, study_uid, self.tls)
             if not wanted or s.modality in wanted
         ]
-        total = RetrieveOutcome(0x0000, 0, 0, 0, 0)
+        total = RetrieveOutcome(SUCCESS, 0, 0, 0, 0)
         for one in series:
             outcome = self._retrieve_series(study_uid, one.series_instance_uid)
             total = total + dataclasses.replace(outcome, expected=one.instances)

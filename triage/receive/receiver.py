@@ -36,8 +36,15 @@ from pynetdicom.transport import ThreadedAssociationServer
 from triage.attributes import text_value
 from triage.catalogue import Catalogue, InstanceRecord
 from triage.config import AllowedAE, Settings
+from triage.dimse import (
+    CANNOT_UNDERSTAND,
+    DATASET_DOES_NOT_MATCH,
+    OUT_OF_RESOURCES,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+)
 from triage.errors import StorageError
-from triage.imaging.decode import MAX_FRAME_SIDE
+from triage.limits import MAX_FRAME_SIDE, MAX_PIXEL_BYTES
 from triage.receive.access import AccessList, allowed_callers
 from triage.receive.tls import receiver_context
 from triage.store import ObjectStore, instance_key
@@ -73,12 +80,6 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
 
 RUNNING_MARKER = "state/receiver-running"
 
-# DIMSE C-STORE statuses (PS3.4 B.2.3) and the pynetdicom "cannot understand" code
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-DATASET_DOES_NOT_MATCH = 0xA900
-CANNOT_UNDERSTAND = 0xC210
 
 _NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2",
@@ -86,11 +87,6 @@ _NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.1.99",
 }
-
-# What an instance may declare, checked on the header before anything decodes or allocates its
-# pixels. CT and MR frames are 512-1024 pixels a side; 4096 leaves room for any scanner. 1 GiB of
-# decoded pixels per instance holds e.g. an enhanced CT of 2000 frames of 512 x 512 x 16 bits.
-MAX_PIXEL_BYTES = 1 << 30  # (MAX_FRAME_SIDE, the same limit volume assembly applies, is in decode)
 
 
 @dataclass

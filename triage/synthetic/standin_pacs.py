@@ -19,6 +19,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from triage.dimse import SUCCESS
 from triage.store import LocalStore, check_key
 
 SR_CLASSES = (
@@ -43,7 +44,7 @@ class StandInPacs:
         self.store.put(key, event.encoded_dataset())
         with self._lock:
             self.received.append(key)
-        return 0x0000
+        return SUCCESS
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         ae = AE(ae_title=self.ae_title)

@@ -38,8 +38,9 @@ from support.waiting import wait_until
 from triage.app.demo import write_demo_studies
 from triage.catalogue import DELIVERED, PENDING, TRIAGED, TRIAGING, Catalogue
 from triage.config import PROJECT_ROOT, load_settings
+from triage.dimse import OUT_OF_RESOURCES, SUCCESS
 from triage.errors import ModelError, StorageError
-from triage.receive.receiver import OUT_OF_RESOURCES, SUCCESS, Receiver
+from triage.receive.receiver import Receiver
 from triage.store import LocalStore
 
 DEADLINE = 60.0

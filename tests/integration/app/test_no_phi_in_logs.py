@@ -30,8 +30,7 @@ from support.waiting import wait_until
 from triage.app.demo import DemoStudy, write_demo_studies
 from triage.app.runtime import QUIET_LIBRARIES, configure_logging
 from triage.config import DicomNode, load_settings
-from triage.dimse import store_datasets
-from triage.receive.receiver import DATASET_DOES_NOT_MATCH
+from triage.dimse import DATASET_DOES_NOT_MATCH, store_datasets
 
 MODALITY = "MODALITY"
 IDENTIFYING = (

@@ -53,14 +53,9 @@ from support.factories import phantom_ct_series
 from support.scu import associate, echo, send_raw
 
 from triage.catalogue import Catalogue
+from triage.dimse import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SUCCESS
 from triage.imaging.volume import NotAVolumeError, Volume, assemble_volume, volume_from_datasets
-from triage.receive.receiver import (
-    CANNOT_UNDERSTAND,
-    DATASET_DOES_NOT_MATCH,
-    STORAGE_CLASSES,
-    SUCCESS,
-    Receiver,
-)
+from triage.receive.receiver import STORAGE_CLASSES, Receiver
 from triage.store import LocalStore
 
 # broken input makes pydicom warn on purpose, from the receiver's threads too

@@ -37,14 +37,9 @@ from support.factories import phantom_ct_series
 from support.paths import SHARED_DATA
 
 from triage.catalogue import Catalogue, InstanceRecord
+from triage.dimse import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, OUT_OF_RESOURCES, SUCCESS
 from triage.errors import StorageError
-from triage.receive.receiver import (
-    CANNOT_UNDERSTAND,
-    DATASET_DOES_NOT_MATCH,
-    OUT_OF_RESOURCES,
-    SUCCESS,
-    Receiver,
-)
+from triage.receive.receiver import Receiver
 from triage.store import LocalStore
 from triage.synthetic.series import write_series
 

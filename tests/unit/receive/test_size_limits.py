@@ -39,13 +39,11 @@ from support.factories import phantom_ct_series
 from support.scu import associate, send_raw
 
 from triage.catalogue import Catalogue
+from triage.dimse import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SUCCESS
 from triage.receive.receiver import (
     ACCEPTED_TRANSFER_SYNTAXES,
-    CANNOT_UNDERSTAND,
-    DATASET_DOES_NOT_MATCH,
     MAX_FRAME_SIDE,
     MAX_PIXEL_BYTES,
-    SUCCESS,
     Receiver,
 )
 from triage.store import LocalStore
