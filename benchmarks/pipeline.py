@@ -13,7 +13,7 @@ an axial series of ``--slices`` slices of ``--size`` x ``--size`` int16 pixels, 
    the SQLite catalogue), receive only; plus (d) a diagnostic: the same pynetdicom SCP storing
    nothing. Each is measured ``--repeats`` times, interleaved in rotating order, and the median
    is reported. ``TCP_NODELAY=1`` is set for dcmtk and Orthanc.
-2. End-to-end latency. The full node (``triage.app.cli._start_node``: receiver, quiet-period
+2. End-to-end latency. The full node (``triage.app.node.start_node``: receiver, quiet-period
    watcher,
    Prefect triage flow, delivery) runs with Orthanc as its PACS. After a warm-up study (Prefect's
    embedded API starts on the first flow run) two passes run, each on its own studies, one
@@ -549,10 +549,11 @@ def measure_latency(
         env["TRIAGE_MODELS"] = str(models)
     settings = load_settings(env)
     configure_logging(settings.log_level)
-    from triage.app.cli import _start_node
+    from triage.app.node import start_node
 
     t0 = time.perf_counter()
-    node, svc = _start_node(settings)
+    node = start_node(settings)
+    svc = node.svc
     startup_s = time.perf_counter() - t0
     if not svc.models:
         node.stop()

@@ -10,23 +10,16 @@ from typing import Any
 
 from prefect import flow
 
-from triage.receive.pull import Puller
-
-_puller: Puller | None = None
-
-
-def use_puller(puller: Puller) -> None:
-    """Share the node's puller (its receiver and completion hook) with flows in this process."""
-    global _puller
-    _puller = puller
+from triage.app.services import node_services
 
 
 @flow(name="pull-new-studies", log_prints=False)
 def pull_new_studies() -> dict[str, Any]:
     """Query the PACS for new studies since the watermark and retrieve those not here yet."""
-    if _puller is None:
-        raise RuntimeError("no puller: call flows.pull.use_puller first")
-    summary = _puller.poll_once()
+    puller = node_services().puller
+    if puller is None:
+        raise RuntimeError("pull mode is not set up in this process (TRIAGE_PULL_INTERVAL)")
+    summary = puller.poll_once()
     return {
         "found": summary.found,
         "skipped": summary.skipped,

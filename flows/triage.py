@@ -1,7 +1,9 @@
 """One flow run per complete study, with a few coarse tasks; and the outbox delivery flow.
 
 Tasks pass study UIDs, assignments and results (small values), never pixel arrays. The work
-itself is in ``triage.app.pipeline`` and ``triage.deliver.outbox``.
+itself is in ``triage.app.pipeline`` and ``triage.deliver.outbox``; the services (store,
+catalogue, models) come from `triage.app.services.node_services`: the node's own when it runs
+in this process, else opened from the TRIAGE_* environment (a Prefect worker).
 """
 
 from __future__ import annotations
@@ -14,26 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy.exc import OperationalError
 
 from triage.app import pipeline
-from triage.app.services import Services
-from triage.config import load_settings
+from triage.app.services import node_services as services
 from triage.deliver.outbox import deliver_due, sr_destination
 from triage.errors import StorageError
 from triage.results import ModelResult
-
-_services: Services | None = None
-
-
-def use_services(svc: Services) -> None:
-    """Share the node's open services with flows run in this process."""
-    global _services
-    _services = svc
-
-
-def services() -> Services:
-    global _services
-    if _services is None:  # a worker process: build them from the environment
-        _services = Services.open(load_settings())
-    return _services
 
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:

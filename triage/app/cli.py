@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,10 +15,6 @@ from rich.console import Console
 from triage.app.models_cli import models_app
 from triage.config import Settings, load_settings, parse_node
 from triage.errors import TriageError
-
-if TYPE_CHECKING:
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
 
 app = typer.Typer(
     help="AI triage for incoming CT/MR studies: receive, triage, report to the PACS.",
@@ -81,9 +77,11 @@ def receive() -> None:
 @app.command()
 def serve() -> None:
     """Run the whole node: receiver, completion watcher, triage and delivery."""
+    from triage.app.node import start_node
+
     settings = _settings()
     stop = _stop_on_signal()
-    node, _svc = _start_node(settings)
+    node = start_node(settings)
     console.print(
         f"triage node {settings.ae_title} on {settings.host}:{node.port}; "
         f"results to {settings.pacs or 'the outbox (TRIAGE_PACS not set)'}"
@@ -91,35 +89,6 @@ def serve() -> None:
     stop.wait()
     console.print("stopping: finishing the study in hand")
     node.stop()
-
-
-def _start_node(settings: Settings) -> tuple[TriageNode, Services]:
-    from triage.app.runtime import configure_prefect
-
-    configure_prefect(settings)
-    from flows.triage import deliver_outbox, triage_study, use_services, warm_up
-    from triage.app.node import TriageNode as Node
-    from triage.app.services import Services as Svc
-
-    svc = Svc.open(settings)
-    use_services(svc)
-    node = Node(svc, run_study=triage_study, run_delivery=deliver_outbox, warm_up=warm_up)
-    if settings.pull_interval:
-        from flows.pull import pull_new_studies, use_puller
-        from triage.receive.pull import puller_for
-
-        use_puller(
-            puller_for(
-                settings,
-                svc.store,
-                svc.catalogue,
-                node.receiver,
-                on_complete=node.triage_now,
-            )
-        )
-        node.run_pull = pull_new_studies
-    node.start()
-    return node, svc
 
 
 def _stop_on_signal() -> threading.Event:
@@ -230,18 +199,16 @@ def pull(
     if not once:
         raise TriageError("use `triage pull --once`; `triage serve` polls on its own schedule")
     from triage.app.runtime import configure_prefect
-    from triage.catalogue import Catalogue
+    from triage.app.services import Services, serve_in_this_process
     from triage.receive.pull import describe, puller_for
     from triage.receive.receiver import Receiver
-    from triage.store import open_store
 
     settings = _settings()
     configure_prefect(settings)
-    from flows.pull import pull_new_studies, use_puller
+    from flows.pull import pull_new_studies
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    store, catalogue = open_store(settings.store), Catalogue(settings.database_url)
-    receiver = Receiver.from_settings(store, catalogue, settings)
+    svc = Services.open(settings, models=False)
+    receiver = Receiver.from_settings(svc.store, svc.catalogue, settings)
     listening = False
     if settings.pacs_protocol == "dimse" and settings.pull_retrieve == "c-move":
         try:
@@ -249,14 +216,16 @@ def pull(
             listening = True
         except TriageError as exc:  # the port is taken: most likely `triage serve` receives
             errors.print(f"[yellow]note:[/] no receiver started here ({exc}); C-MOVE goes there")
-    puller = puller_for(settings, store, catalogue, receiver)
-    use_puller(puller)
+    puller = svc.puller = puller_for(settings, svc.store, svc.catalogue, receiver)
+    serve_in_this_process(svc)
     try:
         pull_new_studies()
         summary = puller.last_summary
     finally:
+        serve_in_this_process(None)
         if listening:
             receiver.stop()
+        svc.close()
     for line in describe(summary):
         console.print(line)
     if summary.failed:

@@ -99,7 +99,7 @@ def _uid(*parts: str) -> str:
 
 
 def run_demo(settings: Settings, count: int, console: Console) -> int:
-    from triage.app.cli import _start_node
+    from triage.app.node import start_node
     from triage.synthetic.standin_pacs import StandInPacs
 
     standin = None
@@ -122,9 +122,9 @@ def run_demo(settings: Settings, count: int, console: Console) -> int:
         settings = dataclasses.replace(settings, port=0)  # any free port
     console.print(f"[bold]state:[/] {settings.home}")
     console.print("starting the node (Prefect's embedded API takes a few seconds)...")
-    node, svc = _start_node(settings)
+    node = start_node(settings)
     try:
-        return _drive(settings, node.port, svc, count, console)
+        return _drive(settings, node.port, node.svc, count, console)
     finally:
         node.stop()
         if standin is not None:

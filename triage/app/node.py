@@ -3,6 +3,10 @@
 The watcher finds studies quiet for ``TRIAGE_QUIET_SECONDS``, claims each one and hands it to a
 single triage worker (one study at a time keeps the device's memory bounded). Delivery retries
 run on their own schedule. ``stop()`` finishes the study in hand and returns.
+
+`start_node` is the one place that wires a node as `triage serve` runs it: the services, the
+Prefect flows, pull mode when it is configured. The demo, the benchmarks and the tests start
+their nodes through it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-from triage.app.services import Services
+from triage.app.services import Services, serve_in_this_process
 from triage.catalogue import utcnow
+from triage.config import Settings
 from triage.deliver.outbox import deliver_due
 from triage.errors import StorageError
 from triage.receive.receiver import Receiver
@@ -52,6 +57,8 @@ class TriageNode:
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._threads: list[threading.Thread] = []
+        #: run after the loops have stopped (start_node closes the services there)
+        self.after_stop: list[Callable[[], object]] = []
 
     def start(self) -> None:
         requeued = self.svc.catalogue.requeue_interrupted()
@@ -81,6 +88,8 @@ class TriageNode:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        while self.after_stop:
+            self.after_stop.pop()()
 
     def _watch(self) -> None:
         quiet = self.svc.settings.quiet_seconds
@@ -175,3 +184,42 @@ class TriageNode:
             except Exception:
                 log.exception("delivery run failed; retrying")
             self._stop.wait(max(self.poll_seconds, 1.0))
+
+
+def start_node(
+    settings: Settings, *, poll_seconds: float = 0.5, warm_up: bool = True
+) -> TriageNode:
+    """Open the services, wire the Prefect flows (triage, delivery, and pull when
+    TRIAGE_PULL_INTERVAL is set) and start the node. ``warm_up`` starts Prefect's API before
+    the first study (False where it already runs, e.g. a test harness). ``node.stop()`` also
+    closes the services."""
+    from triage.app.runtime import configure_prefect
+
+    configure_prefect(settings)  # before prefect is imported
+    from flows.triage import deliver_outbox, triage_study
+    from flows.triage import warm_up as warm_up_flow
+
+    svc = Services.open(settings)
+    node = TriageNode(
+        svc,
+        run_study=triage_study,
+        run_delivery=deliver_outbox,
+        poll_seconds=poll_seconds,
+        warm_up=warm_up_flow if warm_up else None,
+    )
+    if settings.pull_interval:
+        from flows.pull import pull_new_studies
+        from triage.receive.pull import puller_for
+
+        svc.puller = puller_for(
+            settings, svc.store, svc.catalogue, node.receiver, on_complete=node.triage_now
+        )
+        node.run_pull = pull_new_studies
+    serve_in_this_process(svc)
+    node.after_stop += [svc.close, lambda: serve_in_this_process(None)]
+    try:
+        node.start()
+    except BaseException:
+        node.stop()
+        raise
+    return node

@@ -1,9 +1,12 @@
-"""The node's long-lived services, built once from the settings."""
+"""The node's long-lived services, built once from the settings, and the one place a Prefect
+flow gets them from (`node_services`)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +16,9 @@ from triage.config import Settings
 from triage.modelops.bundle import TriageModel
 from triage.modelops.registry import ModelLifecycle, running_names
 from triage.store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from triage.receive.pull import Puller
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +31,22 @@ class Services:
     models: list[TriageModel] = field(default_factory=list)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     lifecycle: ModelLifecycle | None = None
+    #: pull mode: the node's puller (its receiver, and its hook for studies known complete)
+    puller: Puller | None = None
     # every version loaded so far, by (name, version): their networks stay loaded across
     # registry changes (an activation, a rollback)
     _loaded: dict[tuple[str, str], TriageModel] = field(default_factory=dict, repr=False)
     _revision: int = field(default=-1, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings) -> Services:
+    def open(cls, settings: Settings, *, models: bool = True) -> Services:
+        """Open the store, the catalogue and (unless ``models`` is False, for commands that
+        run no model) the model registry, loading the running versions on the device."""
         settings.home.mkdir(parents=True, exist_ok=True)
         store = open_store(settings.store)
         catalogue = Catalogue(settings.database_url)
+        if not models:
+            return cls(settings, store, catalogue)
         device = select_device(settings.device)
         lifecycle = open_lifecycle(settings, catalogue, store, device)
         svc = cls(settings, store, catalogue, [], device, lifecycle)
@@ -80,3 +92,28 @@ def open_lifecycle(
     lifecycle = ModelLifecycle(catalogue, store, settings.home / "model-cache", device)
     lifecycle.ensure_registered(settings.models)
     return lifecycle
+
+
+_process_services: Services | None = None
+_process_lock = threading.Lock()
+
+
+def node_services() -> Services:
+    """The services of this process, for the Prefect flows: those of the node that runs here
+    (`triage.app.node.start_node` makes them the process's), else - in a Prefect worker process
+    that runs flows for a node elsewhere - opened once from the TRIAGE_* environment."""
+    global _process_services
+    with _process_lock:
+        if _process_services is None:
+            from triage.config import load_settings
+
+            _process_services = Services.open(load_settings())
+        return _process_services
+
+
+def serve_in_this_process(svc: Services | None) -> None:
+    """Make ``svc`` the services `node_services` returns in this process (None: none yet).
+    Only the node's wiring (`start_node`, the commands) calls this."""
+    global _process_services
+    with _process_lock:
+        _process_services = svc

@@ -16,53 +16,25 @@ import pydicom
 import pytest
 from support.dicom_checks import assert_dciodvfy_clean
 from support.modality import storescu
+from support.nodes import node_env, running_node
 from support.orthanc import srs_in_orthanc
 from support.waiting import wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
-from triage.config import load_settings
 from triage.report.sr import read_triage_sr
 from triage.results import Priority
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-QUIET = "1.5"
 
 
 @pytest.fixture(scope="module")
 def node(
     tmp_path_factory: pytest.TempPathFactory, orthanc: Any, prefect_harness: None
 ) -> Iterator[Any]:
-    from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
-
-    home = tmp_path_factory.mktemp("node")
-    env = {
-        "TRIAGE_HOME": str(home),
-        "TRIAGE_PORT": "11112",
-        "TRIAGE_PACS": orthanc.node,
-        "TRIAGE_QUIET_SECONDS": QUIET,
-        "TRIAGE_DEVICE": "cpu",
-        "TRIAGE_DELIVERY_BACKOFF_SECONDS": "1",
-    }
-    settings = load_settings(env)
-    import dataclasses
-
-    settings = dataclasses.replace(settings, port=0)
-    svc = Services.open(settings)
-    use_services(svc)
-    n = TriageNode(
-        svc,
-        run_study=lambda uid, gen: triage_study(uid, gen),
-        run_delivery=lambda: deliver_outbox(),
-        poll_seconds=0.2,
-    )  # type: ignore[arg-type,return-value]
-    n.start()
-    n.env = env  # type: ignore[attr-defined]
-    yield n
-    n.stop()
-    svc.close()
+    env = node_env(tmp_path_factory.mktemp("node"), orthanc.node)
+    with running_node(env) as n:
+        n.env = env  # type: ignore[attr-defined]
+        yield n
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ and every catalogued instance is stored; after the fault clears, a resend stores
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -32,12 +31,13 @@ from support.expectations import expected_sr_uid
 from support.factories import phantom_ct_series
 from support.holding_pacs import HoldingPacs
 from support.modality import storescu
+from support.nodes import node_env, running_node
 from support.orthanc import ORTHANC, srs_in_orthanc
 from support.waiting import wait_until
 
 from triage.app.demo import write_demo_studies
 from triage.catalogue import DELIVERED, PENDING, TRIAGED, TRIAGING, Catalogue
-from triage.config import PROJECT_ROOT, load_settings
+from triage.config import PROJECT_ROOT
 from triage.dimse import OUT_OF_RESOURCES, SUCCESS
 from triage.errors import ModelError, StorageError
 from triage.receive.receiver import Receiver
@@ -249,30 +249,18 @@ def test_a_lock_longer_than_the_wait_answers_a700_and_a_resend_catalogues(
 
 
 @contextmanager
-def running_node(home: Path, pacs: str, models: Path | None = None) -> Iterator[Any]:
+def node_for(home: Path, pacs: str, models: Path | None = None) -> Iterator[Any]:
     """The node in this process with the real Prefect flows (the session's test harness)."""
-    from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
-
-    env = {
-        "TRIAGE_HOME": str(home),
-        "TRIAGE_PACS": pacs,
-        "TRIAGE_QUIET_SECONDS": "1",
-        "TRIAGE_DEVICE": "cpu",
-        "TRIAGE_DELIVERY_BACKOFF_SECONDS": "0.5",
-        "TRIAGE_DELIVERY_MAX_TRIES": "50",
-        "TRIAGE_MODELS": str(models or PROJECT_ROOT / "models"),
-    }
-    svc = Services.open(dataclasses.replace(load_settings(env), port=0))
-    use_services(svc)
-    node = TriageNode(svc, run_study=triage_study, run_delivery=deliver_outbox, poll_seconds=0.2)
-    node.start()
-    try:
+    env = node_env(
+        home,
+        pacs,
+        QUIET_SECONDS="1",
+        DELIVERY_BACKOFF_SECONDS="0.5",
+        DELIVERY_MAX_TRIES="50",
+        MODELS=str(models or PROJECT_ROOT / "models"),
+    )
+    with running_node(env) as node:
         yield node
-    finally:
-        node.stop()
-        svc.close()
 
 
 def state_of(node: Any, study_uid: str) -> str | None:
@@ -350,7 +338,7 @@ def test_a_failing_model_leaves_its_study_not_analysed_and_the_others_go_on(
         for part in ("ABDOMEN", "CHEST", "PELVIS")
     }
     head = head_study(tmp_path / "studies")
-    with running_node(tmp_path / "home", orthanc.node, models) as node:
+    with node_for(tmp_path / "home", orthanc.node, models) as node:
         for instances in failing.values():  # the failing studies first: they must not block
             assert send(node.port, instances) == [SUCCESS] * len(instances)
         assert storescu(head.folder, node.port).returncode == 0
@@ -388,7 +376,7 @@ def test_a_catalogue_locked_while_watching_and_triaging_loses_nothing(
     (a few seconds, shorter than the catalogue's wait) and go on when it is released."""
     study = head_study(tmp_path / "studies")
     uid = study.study_instance_uid
-    with running_node(tmp_path / "home", orthanc.node) as node:
+    with node_for(tmp_path / "home", orthanc.node) as node:
         db = node.svc.settings.home / "catalogue.db"
         sent = storescu(study.folder, node.port)
         assert sent.returncode == 0, sent.stdout + sent.stderr
@@ -458,7 +446,7 @@ def test_a_run_failing_on_a_locked_catalogue_ends_not_analysed_and_the_worker_go
         spacing=(1.8, 1.8, 5.0),
     )
     uid = first.study_instance_uid
-    with running_node(tmp_path / "home", orthanc.node) as node, Messages("triage.app.node") as log:
+    with node_for(tmp_path / "home", orthanc.node) as node, Messages("triage.app.node") as log:
         node.svc.catalogue.lock_wait_seconds = 1.0
         db = node.svc.settings.home / "catalogue.db"
         assert storescu(first.folder, node.port).returncode == 0
@@ -503,7 +491,7 @@ def test_a_pacs_killed_while_it_holds_the_sr_gets_it_once_when_back(
     study = head_study(tmp_path / "studies")
     uid = study.study_instance_uid
     pacs.hold.write_text("hold")
-    with running_node(tmp_path / "home", pacs.orthanc.node) as node:
+    with node_for(tmp_path / "home", pacs.orthanc.node) as node:
         assert storescu(study.folder, node.port).returncode == 0
         wait_until(lambda: bool(pacs.arrived_uids()), 90, "the SR to reach the PACS")
         assert pacs.orthanc.process is not None

@@ -4,7 +4,6 @@ PACS (Orthanc) receives."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -18,11 +17,11 @@ import pydicom
 import pytest
 from support.bundles import classifier_bundle, options, segmenter_bundle, write_options
 from support.dicom_checks import assert_dciodvfy_clean
+from support.nodes import node_env, running_node
 from support.paths import require
 from support.waiting import wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
-from triage.config import load_settings
 from triage.report.sr import read_triage_sr
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,29 +31,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def node(
     tmp_path_factory: pytest.TempPathFactory, orthanc: Any, prefect_harness: None
 ) -> Iterator[Any]:
-    from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
-
     home = tmp_path_factory.mktemp("lifecycle-node")
     shipped = home / "no-shipped-models"
     shipped.mkdir()
-    env = {
-        "TRIAGE_HOME": str(home),
-        "TRIAGE_PACS": orthanc.node,
-        "TRIAGE_QUIET_SECONDS": "1",
-        "TRIAGE_DEVICE": "cpu",
-        "TRIAGE_DELIVERY_BACKOFF_SECONDS": "0.5",
-        "TRIAGE_MODELS": str(shipped),
-    }
-    svc = Services.open(dataclasses.replace(load_settings(env), port=0))
-    use_services(svc)
-    n = TriageNode(svc, run_study=triage_study, run_delivery=deliver_outbox, poll_seconds=0.2)
-    n.start()
-    n.env = env  # type: ignore[attr-defined]
-    yield n
-    n.stop()
-    svc.close()
+    env = node_env(
+        home,
+        orthanc.node,
+        QUIET_SECONDS="1",
+        DELIVERY_BACKOFF_SECONDS="0.5",
+        MODELS=str(shipped),
+    )
+    with running_node(env) as n:
+        n.env = env  # type: ignore[attr-defined]
+        yield n
 
 
 def triage_one(node: Any, root: Path, seed: int) -> DemoStudy:

@@ -11,11 +11,8 @@ handler, warnings, stdout and stderr of the process) is then searched for every 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,13 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from support.factories import phantom_ct_series
-from support.paths import require
+from support.modality import storescu
+from support.nodes import node_env, running_node
 from support.waiting import wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
 from triage.app.runtime import QUIET_LIBRARIES, configure_logging
-from triage.config import DicomNode, load_settings
+from triage.config import DicomNode
 from triage.dimse import DATASET_DOES_NOT_MATCH, store_datasets
 
 MODALITY = "MODALITY"
@@ -137,45 +135,6 @@ def node_logging() -> Iterator[Everything]:
 # -- the node ---------------------------------------------------------------------------------
 
 
-def start_node(home: Path, orthanc: Any) -> Any:
-    from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
-
-    env = {
-        "TRIAGE_HOME": str(home),
-        "TRIAGE_PACS": orthanc.node,
-        "TRIAGE_QUIET_SECONDS": "1.5",
-        "TRIAGE_DEVICE": "cpu",
-        "TRIAGE_DELIVERY_BACKOFF_SECONDS": "1",
-        "TRIAGE_LOG_LEVEL": "DEBUG",
-        "TRIAGE_ALLOWED_AES": MODALITY,
-    }
-    settings = dataclasses.replace(load_settings(env), port=0)
-    svc = Services.open(settings)
-    use_services(svc)
-    node = TriageNode(
-        svc,
-        run_study=lambda uid, gen: triage_study(uid, gen),
-        run_delivery=lambda: deliver_outbox(),
-        poll_seconds=0.2,
-    )
-    node.start()
-    return node
-
-
-def storescu(folder: Path, port: int, calling: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [require("storescu"), "-aet", calling, "-aec", "TRIAGE", "+sd", "+r"]
-        + ["127.0.0.1", str(port), str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TCP_NODELAY": "1"},
-        check=False,
-    )
-
-
 def unusable_instances(values: dict[str, str]) -> list[Dataset]:
     """Instances the receiver answers 0xA900 and quarantines: pixel data cut short, a study
     without StudyInstanceUID."""
@@ -264,12 +223,12 @@ def test_no_patient_identifier_reaches_any_log(
         ds = set_identifiers(pydicom.dcmread(path), refused_values)
         ds.save_as(refused_folder / path.name, enforce_file_format=True)
 
-    node = start_node(tmp_path / "home", orthanc)
-    try:
-        refused = storescu(refused_folder, node.port, "INTRUDER")
+    env = node_env(tmp_path / "home", orthanc.node, LOG_LEVEL="DEBUG", ALLOWED_AES=MODALITY)
+    with running_node(env) as node:
+        refused = storescu(refused_folder, node.port, calling="INTRUDER")
         assert refused.returncode != 0
         for study in made:
-            sent = storescu(study.folder, node.port, MODALITY)
+            sent = storescu(study.folder, node.port, calling=MODALITY)
             assert sent.returncode == 0, sent.stdout + sent.stderr
         target = DicomNode("TRIAGE", "127.0.0.1", node.port)
         statuses = store_datasets(target, unusable_instances(rejected_values), MODALITY)
@@ -291,9 +250,6 @@ def test_no_patient_identifier_reaches_any_log(
         assert rows[not_analysable.study_instance_uid].state == "not analysed"
         assert node.receiver.stats.rejected == 2
         assert node.receiver.stats.refused_associations == 1
-    finally:
-        node.stop()
-        node.svc.close()
 
     out, err = capfd.readouterr()
     logged = "\n".join(node_logging.lines)

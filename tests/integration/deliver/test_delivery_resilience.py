@@ -36,9 +36,7 @@ def pacs(tmp_path: Path) -> Iterator[Orthanc]:
 def test_results_wait_for_the_pacs_and_are_delivered_once(
     tmp_path: Path, pacs: Orthanc, prefect_harness: None
 ) -> None:
-    from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
+    from triage.app.node import start_node
     from triage.catalogue import DEAD, DELIVERED, PENDING
     from triage.deliver.outbox import retry_dead
 
@@ -51,10 +49,8 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
         "TRIAGE_DELIVERY_MAX_TRIES": "50",
     }
     settings = dataclasses.replace(load_settings(env), port=0)
-    svc = Services.open(settings)
-    use_services(svc)
-    node = TriageNode(svc, run_study=triage_study, run_delivery=deliver_outbox, poll_seconds=0.2)
-    node.start()
+    node = start_node(settings, poll_seconds=0.2, warm_up=False)
+    svc = node.svc
     try:
         (study,) = write_demo_studies(
             tmp_path / "studies",
@@ -103,4 +99,3 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
         assert len(srs_in_orthanc(pacs, uid)) == 1
     finally:
         node.stop()
-        svc.close()

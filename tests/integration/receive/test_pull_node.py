@@ -40,11 +40,7 @@ def _into_pacs(orthanc: Orthanc, folder: Path) -> None:
 def test_the_node_pulls_triages_and_reports_back(
     pacs: tuple[Orthanc, int], tmp_path: Path, prefect_harness: None
 ) -> None:
-    from flows.pull import pull_new_studies, use_puller
-    from flows.triage import deliver_outbox, triage_study, use_services
-    from triage.app.node import TriageNode
-    from triage.app.services import Services
-    from triage.receive.pull import puller_for
+    from triage.app.node import start_node
 
     orthanc, port = pacs
     studies = write_demo_studies(
@@ -63,19 +59,10 @@ def test_the_node_pulls_triages_and_reports_back(
         "TRIAGE_DEVICE": "cpu",
         "TRIAGE_DELIVERY_BACKOFF_SECONDS": "1",
     }
-    settings = load_settings(env)
-    svc = Services.open(settings)
-    use_services(svc)
-    node = TriageNode(
-        svc,
-        run_study=lambda uid, gen: triage_study(uid, gen),
-        run_delivery=lambda: deliver_outbox(),
-        poll_seconds=0.2,
-        run_pull=lambda: pull_new_studies(),
-    )  # type: ignore[arg-type,return-value]
-    puller = puller_for(settings, svc.store, svc.catalogue, node.receiver, node.triage_now)
-    use_puller(puller)
-    node.start()
+    node = start_node(load_settings(env), poll_seconds=0.2, warm_up=False)
+    svc = node.svc
+    puller = svc.puller
+    assert puller is not None
     try:
         analysable = [s for s in studies if s.analysable]
 
