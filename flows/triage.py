@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from triage.app import pipeline
 from triage.app.services import node_services as services
-from triage.deliver.outbox import deliver_due, sr_destination
+from triage.deliver.outbox import deliver_due
 from triage.errors import StorageError
-from triage.results import ModelResult
+from triage.report.documents import ReportPlan
 
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -47,15 +47,15 @@ def analyse_task(study_uid: str, assignment: pipeline.Assignment) -> pipeline.An
 
 
 @task(name="report", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
-def report_task(study_uid: str, results: list[ModelResult]) -> dict[tuple[str, str], str]:
-    return pipeline.report(services(), study_uid, results)
+def report_task(study_uid: str, analyses: list[pipeline.Analysis]) -> ReportPlan:
+    return pipeline.report(services(), study_uid, analyses)
 
 
 @task(name="deliver", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def deliver_task(study_uid: str) -> dict[str, int]:
-    """Send the study's SRs now. A PACS that fails is not retried here: the outbox records the
-    failed try and the node's delivery loop retries with backoff; only a catalogue that could
-    not record the outcome is (an SR sent twice is the same SOP instance, stored once)."""
+    """Send the study's new documents now. A PACS that fails is not retried here: the outbox
+    records the failed try and the node's delivery loop retries with backoff; only a catalogue
+    that could not record the outcome is (a document sent twice is the same SOP instance)."""
     svc = services()
     rows = [r for r in svc.catalogue.due_deliveries() if r.study_instance_uid == study_uid]
     summary = deliver_due(svc.store, svc.catalogue, svc.settings, only=rows)
@@ -73,13 +73,12 @@ def triage_study(study_uid: str, generation: int) -> str:
             analyses.append(analyse_task(study_uid, assignment))
         else:
             analyses.append(pipeline.Analysis("", None, assignment.reason))
-    results = [a.result for a in analyses if a.result is not None]
-    written = report_task(study_uid, results) if results else {}
+    plan = report_task(study_uid, analyses)
     timings = pipeline.merge_timings(analyses)
     timings["triage_s"] = time.perf_counter() - t0
-    priority = pipeline.finish(svc, study_uid, generation, analyses, written, timings)
+    priority = pipeline.finish(svc, study_uid, generation, analyses, plan, timings)
     t1 = time.perf_counter()
-    if written and sr_destination(svc.settings) is not None:
+    if any(revision.objects for revision in plan.revisions):
         deliver_task(study_uid)
     svc.catalogue.add_timings(study_uid, {"deliver_s": time.perf_counter() - t1})
     return priority.value

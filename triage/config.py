@@ -79,6 +79,8 @@ class Settings:
     dicomweb_token: str = ""
     dicomweb_token_file: Path | None = None
     hl7_endpoint: str = ""
+    #: a re-run's lower priority waits for a person (`triage ack`); false sends it at once
+    hold_downgrades: bool = True
 
     @property
     def store_path(self) -> Path:
@@ -354,6 +356,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "dicomweb_token": (lambda n, v: v.strip(), lambda home: ""),
     "dicomweb_token_file": (_secret_file, lambda home: ""),
     "hl7_endpoint": (_host_port, lambda home: ""),
+    "hold_downgrades": (_yes_no, lambda home: "true"),
 }
 
 

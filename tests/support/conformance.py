@@ -12,19 +12,20 @@ DOC = PROJECT_ROOT / "docs" / "conformance.md"
 
 
 def codes_in(ds: Dataset) -> set[tuple[str, str]]:
+    """Every code anywhere in the object: each item of every *CodeSequence, at any depth (the
+    content tree, the SEG's segment descriptions, the KOS title, the evidence...)."""
     found: set[tuple[str, str]] = set()
-    for item in ds.get("ContentSequence", []):
-        for keyword in (
-            "ConceptNameCodeSequence",
-            "ConceptCodeSequence",
-            "MeasurementUnitsCodeSequence",
-        ):
-            for code in item.get(keyword, []):
-                found.add((str(code.CodeValue), str(code.CodingSchemeDesignator)))
-        for mv in item.get("MeasuredValueSequence", []):
-            for code in mv.get("MeasurementUnitsCodeSequence", []):
-                found.add((str(code.CodeValue), str(code.CodingSchemeDesignator)))
-        found |= codes_in(item)
+    for element in ds:
+        if element.VR != "SQ":
+            continue
+        for item in element.value:
+            if element.keyword.endswith("CodeSequence"):
+                value = (
+                    item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue")
+                )
+                if value is not None:
+                    found.add((str(value), str(item.get("CodingSchemeDesignator", ""))))
+            found |= codes_in(item)
     return found
 
 

@@ -64,11 +64,15 @@ class Orthanc:
         *,
         dicomweb: bool = False,
         users: dict[str, str] | None = None,
+        defaults: bool = False,
     ) -> None:
         """Start Orthanc; ``extra`` adds or overrides configuration (e.g. LuaScripts).
 
         ``dicomweb`` loads the DICOMweb plugin (QIDO-RS, WADO-RS, STOW-RS at /dicom-web/);
         ``users`` (name -> password) turns on HTTP basic auth for the REST API and DICOMweb.
+        ``defaults``: Orthanc as a user runs it out of the box - only its folders, ports and AE
+        title are set, so e.g. ``OverwriteInstances`` is false: the first copy of an instance
+        is kept and a second one with the same SOP Instance UID is ignored.
         """
         assert ORTHANC, "Orthanc is not installed"
         assert not dicomweb or DICOMWEB_PLUGIN, "the DICOMweb plugin is not installed"
@@ -93,6 +97,10 @@ class Orthanc:
             "HttpTimeout": 10,
             **(extra or {}),
         }
+        if defaults:
+            kept = ("Name", "StorageDirectory", "IndexDirectory", "DicomAet", "DicomPort")
+            config = {k: config[k] for k in (*kept, "HttpPort", "RemoteAccessAllowed")}
+            config.update(extra or {})
         if dicomweb:
             config["DicomWeb"] = {
                 "Enable": True,

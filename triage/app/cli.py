@@ -243,6 +243,54 @@ def rerun(study_instance_uid: str) -> None:
     console.print("queued: a running `triage serve` triages it after the quiet period")
 
 
+@app.command()
+def ack(
+    study_instance_uid: str,
+    reason: Annotated[str, typer.Option(help="Why the lower priority is right (audited).")],
+    by: Annotated[
+        str | None, typer.Option(help="Who accepts it (default: the login name).")
+    ] = None,
+) -> None:
+    """Accept the lower priority a re-run gave a study (it stays urgent until someone does).
+
+    The held result then goes to the PACS (and HL7) as a new revision, and who, when and why
+    is recorded (`triage acknowledgements`).
+    """
+    import getpass
+
+    from triage.catalogue import Catalogue
+
+    catalogue = Catalogue(load_settings().database_url)
+    try:
+        done = catalogue.acknowledge(study_instance_uid, who=by or getpass.getuser(), reason=reason)
+    finally:
+        catalogue.close()
+    console.print(
+        f"study {done.study_instance_uid}: {done.from_priority} -> {done.to_priority}, "
+        f"accepted by {done.who}; a running `triage serve` sends the new result"
+    )
+
+
+@app.command()
+def acknowledgements(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+) -> None:
+    """List the accepted downgrades: study, when, who, why, from and to which priority."""
+    from triage.catalogue import Catalogue
+
+    rows = Catalogue(load_settings().database_url).acknowledgements()
+    if as_json:
+        out = [{**vars(r), "at": r.at.isoformat() + "Z"} for r in rows]
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    for r in rows:
+        console.print(
+            f"{r.at:%Y-%m-%d %H:%M:%S} {r.study_instance_uid} {r.from_priority} -> "
+            f"{r.to_priority} by {r.who}: {r.reason}",
+            highlight=False,
+        )
+
+
 @outbox_app.command("list")
 def outbox_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,

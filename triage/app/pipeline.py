@@ -1,23 +1,23 @@
 """Triage of one complete study, as plain functions that the Prefect flow wraps.
 
-plan -> analyse (assemble, preprocess, infer) per model -> report (SR into the store and the
-outbox) -> finish (priority into the catalogue). Each failure that concerns one study becomes
-*not analysed* with a reason; it never stops other studies.
+plan -> analyse (assemble, preprocess, infer) per model -> report (each active model's result,
+or why there is none, as the next revision of its document, built and stored) -> finish (the
+outcome recorded in one transaction: priority, results, revisions released into the outbox or
+held). Each failure that concerns one study becomes *not analysed* with a reason - itself a
+document the PACS gets; it never stops other studies.
 
 Models in shadow mode (`triage.modelops.registry`) are planned and analysed like the active
-ones, and
-their results are recorded; they never set the priority, never write an SR and never make a
-study *not analysed*.
+ones, and their results are recorded; they never set the priority, never write a document and
+never make a study *not analysed*.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import pydicom
 import torch
 
 from triage import __version__
@@ -26,12 +26,11 @@ from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.priority import priority_for, study_priority
 from triage.analysis.selection import select_series
 from triage.app.services import Services
-from triage.deliver.outbox import hl7_destination, sr_destination
 from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.imaging.volume import AssemblyOptions, assemble_volume
 from triage.modelops.bundle import TriageModel
-from triage.report.hl7 import oru_r01
-from triage.report.sr import build_triage_sr, sr_uids
+from triage.report.documents import ChainOutcome, ReportPlan, write_documents
+from triage.report.revisions import NODE_CHAIN
 from triage.results import SHADOW, ModelResult, Priority
 
 log = logging.getLogger(__name__)
@@ -55,6 +54,9 @@ class Analysis:
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     role: str = "active"
+    model_version: str = ""
+    #: the series the model looked at (analysed, or tried and failed on)
+    series_instance_uid: str | None = None
 
 
 def plan_study(svc: Services, study_uid: str) -> list[Assignment]:
@@ -97,8 +99,14 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
 
 def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
     model = svc.model(assignment.model_name, assignment.model_version or None)
+
+    def failed(reason: str, series_uid: str | None = None) -> Analysis:
+        return Analysis(
+            model.name, None, reason, model_version=model.version, series_instance_uid=series_uid
+        )
+
     if assignment.series_instance_uid is None:
-        return Analysis(model.name, None, assignment.reason)
+        return failed(assignment.reason)
     series = next(
         (
             s
@@ -108,7 +116,7 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         None,
     )
     if series is None:
-        return Analysis(model.name, None, "the selected series is no longer in the catalogue")
+        return failed("the selected series is no longer in the catalogue")
     try:
         t0 = time.perf_counter()
         options = AssemblyOptions(uneven_spacing=svc.settings.uneven_spacing)
@@ -127,11 +135,11 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         t3 = time.perf_counter()
     except NotAVolumeError as exc:
         label = series.series_number or series.series_description or "?"
-        return Analysis(model.name, None, f"series {label} is not a volume: {exc}")
+        return failed(f"series {label} is not a volume: {exc}", series.series_instance_uid)
     except (ModelError, StorageError) as exc:
-        return Analysis(model.name, None, str(exc))
+        return failed(str(exc), series.series_instance_uid)
     except MemoryError:
-        return Analysis(model.name, None, f"out of memory while running {model.name}")
+        return failed(f"out of memory while running {model.name}", series.series_instance_uid)
     timings = {"assemble_s": t1 - t0, "preprocess_s": t2 - t1, "infer_s": t3 - t2}
     result = ModelResult(
         model_name=model.name,
@@ -154,46 +162,56 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         result.priority.value,
         t3 - t0,
     )
-    return Analysis(model.name, result, "", timings)
+    return Analysis(
+        model.name,
+        result,
+        "",
+        timings,
+        model_version=model.version,
+        series_instance_uid=volume.series_instance_uid,
+    )
 
 
-def report(svc: Services, study_uid: str, results: list[ModelResult]) -> dict[tuple[str, str], str]:
-    """Write one SR per analysed model into the store and queue it for the PACS.
-
-    Returns the SR SOPInstanceUID per (model, version).
-    """
-    written: dict[tuple[str, str], str] = {}
-    for result in results:
-        if result.priority is Priority.NOT_ANALYSED or result.role == SHADOW:
-            continue  # a shadow model's result never reaches the PACS
-        series = next(
-            s
-            for s in svc.catalogue.series_of(study_uid)
-            if s.series_instance_uid == result.series_instance_uid
-        )
-        headers = [
-            pydicom.dcmread(io.BytesIO(svc.store.get(key)), stop_before_pixels=True)
-            for key in series.keys
+def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPlan:
+    """Build and store the documents of this run, one per active model: its result when the
+    study was analysed; when it was not, why, for every active model (or for the node, when no
+    model is active). Shadow models write nothing. Nothing is queued until `finish`."""
+    active = [a for a in analyses if a.role != SHADOW]
+    analysed = [a for a in active if a.result is not None]
+    if analysed:
+        outcomes = [
+            ChainOutcome(
+                a.model_name,
+                a.model_version,
+                a.result,
+                series_instance_uid=a.series_instance_uid,
+            )
+            for a in analysed
         ]
-        sr = build_triage_sr(headers, [result], software_version=__version__)
-        uids = sr_uids(
-            study_uid, result.model_name, result.model_version, [result.series_instance_uid]
-        )
-        buffer = io.BytesIO()
-        sr.save_as(buffer, enforce_file_format=True)
-        key = f"results/{study_uid}/{uids.sop_instance_uid}.dcm"
-        svc.store.put(key, buffer.getvalue())
-        destination = sr_destination(svc.settings)
-        if destination is not None:
-            svc.catalogue.enqueue_delivery(study_uid, uids.sop_instance_uid, key, destination)
-        hl7_to = hl7_destination(svc.settings)
-        if hl7_to is not None:  # the priority where RIS worklists sort, beside the SR
-            message = oru_r01(headers[0], result, sending_application=svc.settings.ae_title)
-            hl7_key = f"results/{study_uid}/{uids.sop_instance_uid}.hl7"
-            svc.store.put(hl7_key, message.encode("utf-8"))
-            svc.catalogue.enqueue_delivery(study_uid, uids.sop_instance_uid, hl7_key, hl7_to)
-        written[(result.model_name, result.model_version)] = uids.sop_instance_uid
-    return written
+    else:
+        outcomes = [
+            ChainOutcome(
+                a.model_name,
+                a.model_version,
+                None,
+                a.reason,
+                finding=_finding_of(svc, a),
+                series_instance_uid=a.series_instance_uid,
+            )
+            if a.model_name
+            else ChainOutcome(NODE_CHAIN, reason=a.reason)
+            for a in active
+        ]
+    return write_documents(
+        svc.store, svc.catalogue, svc.settings, study_uid, outcomes, software_version=__version__
+    )
+
+
+def _finding_of(svc: Services, analysis: Analysis) -> Any:
+    try:
+        return svc.model(analysis.model_name, analysis.model_version or None).finding
+    except KeyError:
+        return None
 
 
 def finish(
@@ -201,9 +219,11 @@ def finish(
     study_uid: str,
     generation: int,
     analyses: list[Analysis],
-    sr_written: dict[tuple[str, str], str],
+    plan: ReportPlan,
     timings: dict[str, float],
 ) -> Priority:
+    """Record the run: results, priority, and the new revisions (released, or held when they
+    would lower the priority already reported: a person acknowledges a downgrade)."""
     results = [a.result for a in analyses if a.result is not None]
     priority = study_priority([r for r in results if r.role != SHADOW])
     reasons = [
@@ -213,11 +233,31 @@ def finish(
     ]
     reason = "; ".join(reasons) if priority is Priority.NOT_ANALYSED else None
     current = svc.catalogue.finish_triage(
-        study_uid, generation, results, priority, reason, sr_written, timings
+        study_uid,
+        generation,
+        results,
+        priority,
+        reason,
+        timings,
+        revisions=plan.revisions,
+        current=plan.current,
+        hold_downgrades=svc.settings.hold_downgrades,
     )
     if not current:
         log.info("study received new images during triage; it will be triaged again")
     return priority
+
+
+def run_study(svc: Services, study_uid: str, generation: int) -> Priority:
+    """Every step in order, in this process and without Prefect: what the triage flow does,
+    for notebooks, benchmarks and tests that call the library directly. Nothing is sent; the
+    outbox holds what the node's delivery sends."""
+    analyses = [
+        analyse(svc, study_uid, a) if a.model_name else Analysis("", None, a.reason)
+        for a in plan_study(svc, study_uid)
+    ]
+    plan = report(svc, study_uid, analyses)
+    return finish(svc, study_uid, generation, analyses, plan, merge_timings(analyses))
 
 
 def merge_timings(analyses: list[Analysis]) -> dict[str, float]:

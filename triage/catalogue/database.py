@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     DateTime,
@@ -38,6 +38,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from triage.errors import StorageError
 from triage.results import ModelResult, Priority
+
+if TYPE_CHECKING:
+    from triage.catalogue.reports import AcknowledgementRow, ChainHead, NewRevision
 
 RECEIVING = "receiving"
 TRIAGING = "triaging"
@@ -75,6 +78,8 @@ class Study(Base):
     last_instance_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     triaged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     timings: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: a re-run's lower priority, held until a person acknowledges it (`triage ack`)
+    held_priority: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Series(Base):
@@ -240,6 +245,8 @@ class WorklistRow:
     delivery: str | None = None  # the study's results: pending, delivered or dead (None: none)
     # results of models in shadow mode: recorded, never in the priority nor sent to the PACS
     shadow_findings: tuple[FindingRow, ...] = ()
+    #: a newer, lower priority that waits for a person (`triage ack`); None when none does
+    held_priority: str | None = None
 
     @property
     def rank(self) -> int:
@@ -276,6 +283,7 @@ RECORD_LOCK_WAIT_SECONDS = 8.0
 _ADDED_COLUMNS = (
     ("results", "role", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
     ("results", "details", "TEXT"),
+    ("studies", "held_priority", "VARCHAR(32)"),
 )
 
 
@@ -325,6 +333,8 @@ class Catalogue:
                 event.listen(self.engine, "checkin", _reset_busy_timeout)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
+            import triage.catalogue.reports  # noqa: F401  (registers its tables)
+
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
         except OperationalError as exc:
@@ -342,10 +352,11 @@ class Catalogue:
         with self._sessions.begin() as session:
             yield session
 
-    def _retry(
+    def transaction(
         self, work: Callable[[Session], T], attempts: int = 5, deadline: float | None = None
     ) -> T:
-        """Run one transaction, retrying when the database is momentarily locked or busy.
+        """Run ``work`` in one transaction, retrying when the database is momentarily locked or
+        busy; what ``work`` returns is returned.
 
         Each try waits up to BUSY_TIMEOUT_SECONDS for a lock. With ``deadline`` (a
         ``time.monotonic()`` value), or ``lock_wait_seconds`` set, the tries together wait that
@@ -458,7 +469,7 @@ class Catalogue:
 
         for _ in range(5):
             try:
-                return self._retry(work, deadline=deadline)
+                return self.transaction(work, deadline=deadline)
             except IntegrityError:
                 # another writer created the same study, series or instance at the same moment:
                 # run again; it now finds their rows (and False if the instance itself was theirs)
@@ -500,7 +511,7 @@ class Catalogue:
             )
             return study.generation if result.rowcount == 1 else None  # type: ignore[attr-defined]
 
-        return self._retry(work)
+        return self.transaction(work)
 
     def requeue_interrupted(self) -> list[str]:
         """Studies left in triaging by a crash go back to receiving, to be triaged again.
@@ -517,7 +528,7 @@ class Catalogue:
                 study.generation += 1
             return [st.study_instance_uid for st in studies]
 
-        return self._retry(work)
+        return self.transaction(work)
 
     def series_of(self, study_uid: str) -> list[SeriesSummary]:
         with self.session() as s:
@@ -553,49 +564,85 @@ class Catalogue:
         results: Sequence[ModelResult],
         priority: Priority,
         reason: str | None,
-        sr_uids: dict[tuple[str, str], str] | None = None,
         timings: dict[str, float] | None = None,
+        *,
+        revisions: Sequence[NewRevision] = (),
+        current: dict[str, str] | None = None,
+        hold_downgrades: bool = True,
     ) -> bool:
-        """Record the outcome; False when new instances arrived meanwhile (it will re-run)."""
+        """Record the outcome of a triage run in one transaction: results, the study's state
+        and priority, the new report revisions (released into the outbox, or held). False, and
+        nothing recorded, when the study moved on meanwhile (new images: it will re-run).
+
+        ``current``: chain -> fingerprint of what each chain says now (new or unchanged).
+        With ``hold_downgrades``, a priority below the one already reported (urgent -> routine
+        or not analysed) is held: the study stays at the reported priority, the lower one is
+        kept as ``held_priority`` and its revisions wait for `acknowledge`.
+        """
+        from triage.catalogue.reports import add_revisions, has_released
 
         def work(s: Session) -> bool:
             study = _study(s, study_uid)
             if study is None or study.generation != generation or study.state != TRIAGING:
                 return False  # a newer run owns the study: leave its results alone
+            sr_of = {r.chain: r.sr_sop_instance_uid for r in revisions}
             for res in results:
-                row = s.scalar(
-                    select(Result).where(
-                        Result.study_id == study.id,
-                        Result.model_name == res.model_name,
-                        Result.model_version == res.model_version,
-                    )
-                )
-                if row is None:
-                    row = Result(
-                        study_id=study.id,
-                        model_name=res.model_name,
-                        model_version=res.model_version,
-                    )
-                    s.add(row)
-                row.series_instance_uid = res.series_instance_uid
-                row.finding_value = res.finding.value
-                row.finding_scheme = res.finding.scheme_designator
-                row.finding_meaning = res.finding.meaning
-                row.probability = float(res.probability)
-                row.threshold = float(res.threshold)
-                row.priority = res.priority.value
-                row.sr_sop_instance_uid = (sr_uids or {}).get((res.model_name, res.model_version))
-                row.created_at = utcnow()
-                row.role = res.role
-                row.details = _details_json(res)
+                _record_result(s, study, res, sr_of.get(res.model_name))
+            reported = study.priority if has_released(s, study.id) else None
+            hold = (
+                hold_downgrades and reported is not None and priority.rank > Priority(reported).rank
+            )
+            add_revisions(s, study, revisions, current or {}, hold=hold)
             study.state = NOT_ANALYSED if priority is Priority.NOT_ANALYSED else TRIAGED
-            study.priority = priority.value
+            if hold:
+                study.held_priority = priority.value  # the reported priority stays
+            else:
+                study.priority = priority.value
+                study.held_priority = None
             study.reason = reason
             study.triaged_at = utcnow()
             study.timings = json.dumps(timings or {}, sort_keys=True)
             return True
 
-        return self._retry(work)
+        return self.transaction(work)
+
+    def acknowledge(self, study_uid: str, *, who: str, reason: str) -> AcknowledgementRow:
+        """A person accepts the held lower priority of a study: its held revisions go to the
+        PACS, the study takes that priority, and who, when and why is recorded."""
+        from triage.catalogue.reports import release_held
+
+        if not who.strip():
+            raise StorageError("say who acknowledges (--by NAME): the audit records it")
+        if not reason.strip():
+            raise StorageError("say why the lower priority is right (--reason TEXT)")
+
+        def work(s: Session) -> AcknowledgementRow:
+            study = _study(s, study_uid)
+            if study is None:
+                raise StorageError(f"study {study_uid} is not in the catalogue")
+            done = release_held(s, study, who=who, reason=reason)
+            if done is None:
+                raise StorageError(
+                    f"study {study_uid} has no lower priority waiting for acknowledgement"
+                )
+            return done
+
+        return self.transaction(work)
+
+    def acknowledgements(self) -> list[AcknowledgementRow]:
+        """Every accepted downgrade, oldest first: the audit of `triage ack`."""
+        from triage.catalogue.reports import acknowledgements
+
+        with self.session() as s:
+            return acknowledgements(s)
+
+    def chain_heads(self, study_uid: str) -> dict[str, ChainHead]:
+        """Where each of the study's report chains stands (`triage.catalogue.reports`)."""
+        from triage.catalogue.reports import chain_heads
+
+        with self.session() as s:
+            study = _study(s, study_uid)
+            return {} if study is None else chain_heads(s, study.id)
 
     def reopen(self, study_uid: str) -> bool:
         """Queue a study for another triage run (`triage rerun`)."""
@@ -608,7 +655,7 @@ class Catalogue:
             study.generation += 1
             return True
 
-        return self._retry(work)
+        return self.transaction(work)
 
     # -- outbox ----------------------------------------------------------------------------
 
@@ -640,7 +687,7 @@ class Catalogue:
                 row.next_attempt_at = utcnow()
                 row.last_error = None
 
-        self._retry(work)
+        self.transaction(work)
 
     def due_deliveries(self, now: datetime | None = None, limit: int = 50) -> list[DeliveryRow]:
         with self.session() as s:
@@ -687,7 +734,7 @@ class Catalogue:
                 s.delete(row)
             return [row.id for row in rows]
 
-        return self._retry(work)
+        return self.transaction(work)
 
     def mark_delivered(self, delivery_id: int) -> None:
         def work(s: Session) -> None:
@@ -702,7 +749,7 @@ class Catalogue:
                 )
             )
 
-        self._retry(work)
+        self.transaction(work)
 
     def mark_attempt_failed(
         self, delivery_id: int, error: str, next_attempt_at: datetime, dead: bool
@@ -719,7 +766,7 @@ class Catalogue:
                 )
             )
 
-        self._retry(work)
+        self.transaction(work)
 
     # -- worklist --------------------------------------------------------------------------
 
@@ -763,6 +810,7 @@ class Catalogue:
                 findings=tuple(findings.get(st.id, [])),
                 delivery=_delivery_state(outbox.get(st.id, set())),
                 shadow_findings=tuple(shadow.get(st.id, [])),
+                held_priority=st.held_priority,
             )
             for st in studies
         ]
@@ -787,7 +835,7 @@ class Catalogue:
                     {**json.loads(study.timings or "{}"), **timings}, sort_keys=True
                 )
 
-        self._retry(work)
+        self.transaction(work)
 
     def instance_count(self, study_uid: str) -> int:
         """How many instances of the study are stored and catalogued here."""
@@ -851,6 +899,31 @@ def _details_json(res: ModelResult) -> str | None:
     if res.lesion_centre_lps is not None:
         details["lesion_centre_lps"] = [round(float(v), 2) for v in res.lesion_centre_lps]
     return json.dumps(details, sort_keys=True) if details else None
+
+
+def _record_result(s: Session, study: Study, res: ModelResult, sr_uid: str | None) -> None:
+    row = s.scalar(
+        select(Result).where(
+            Result.study_id == study.id,
+            Result.model_name == res.model_name,
+            Result.model_version == res.model_version,
+        )
+    )
+    if row is None:
+        row = Result(study_id=study.id, model_name=res.model_name, model_version=res.model_version)
+        s.add(row)
+    row.series_instance_uid = res.series_instance_uid
+    row.finding_value = res.finding.value
+    row.finding_scheme = res.finding.scheme_designator
+    row.finding_meaning = res.finding.meaning
+    row.probability = float(res.probability)
+    row.threshold = float(res.threshold)
+    row.priority = res.priority.value
+    if sr_uid is not None:  # else the chain's document did not change
+        row.sr_sop_instance_uid = sr_uid
+    row.created_at = utcnow()
+    row.role = res.role
+    row.details = _details_json(res)
 
 
 def _study(s: Session, study_uid: str) -> Study | None:

@@ -42,19 +42,6 @@ class DeliverySummary:
     dead: int = 0
 
 
-def sr_destination(settings: Settings) -> str | None:
-    """Where SRs go: the DICOMweb root with TRIAGE_PACS_PROTOCOL=dicomweb, else TRIAGE_PACS."""
-    if settings.pacs_protocol == "dicomweb":
-        url = settings.dicomweb_url
-        return f"{dicomweb.DESTINATION_PREFIX}{url}" if url else None
-    return str(settings.pacs) if settings.pacs is not None else None
-
-
-def hl7_destination(settings: Settings) -> str | None:
-    """Where the ORU^R01 messages go (TRIAGE_HL7_ENDPOINT), when set."""
-    return hl7.destination(settings.hl7_endpoint) if settings.hl7_endpoint else None
-
-
 def next_attempt(attempts: int, base_seconds: float, now: datetime | None = None) -> datetime:
     delay = min(base_seconds * 2**attempts, MAX_BACKOFF_SECONDS)
     return (now or utcnow()) + timedelta(seconds=delay * random.uniform(0.75, 1.25))

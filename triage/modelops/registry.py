@@ -268,7 +268,7 @@ class ModelLifecycle:
             s.flush()
             return _info(row)
 
-        return self.catalogue._retry(work)
+        return self.catalogue.transaction(work)
 
     def register_shipped(self, models_dir: Path) -> list[VersionInfo]:
         """First start: register every bundle in ``models_dir`` and give each the role its
@@ -354,7 +354,7 @@ class ModelLifecycle:
             s.add(_audit(by, "evaluate", name, info.version, row.state, row.state, note))
             return _info(row)
 
-        return self.catalogue._retry(work)
+        return self.catalogue.transaction(work)
 
     def _change(
         self, name: str, version: str, to_state: str, action: str, by: str, reason: str
@@ -389,7 +389,7 @@ class ModelLifecycle:
             row.state = to_state
             return _info(row)
 
-        info = self.catalogue._retry(work)
+        info = self.catalogue.transaction(work)
         log.info("model %s %s is now %s (%s by %s)", name, version, to_state, action, by)
         return info
 

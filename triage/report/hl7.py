@@ -12,11 +12,14 @@ Besides the SR, an unsolicited observation result per SR goes to ``TRIAGE_HL7_EN
   result, ``R^Routine^HL70485`` for a routine one), mirrored in OBR-27.6 (the v2.3/v2.4
   quantity/timing priority component, which older RIS read). OBR-5 is not used (deprecated).
 - OBR-4 the model (``<model>^AI triage <model> <version>^99TRIAGE``), OBR-7 StudyDate+StudyTime,
-  OBR-25 ``P`` (preliminary: not reviewed by a radiologist).
+  OBR-25 ``P`` (preliminary: not reviewed by a radiologist), or ``C`` (correction) for a result
+  that replaces one sent before (a new revision of the SR); OBX-11 the same.
 - OBX 1: CWE (121071, DCM, "Finding") = the finding code; OBX-8 ``A`` when at or above the
   model's threshold, else ``N``. OBX 2: NM (122157, DCM, "Probability") with unit
   (1, UCUM, "no units"). OBX 3: CWE (260870009, SCT, "Priority") = (103391001, SCT, "Urgency")
-  or (373115008, SCT, "Routine"), the codes of the SR. OBX-11 ``P`` for each.
+  or (373115008, SCT, "Routine"), the codes of the SR. OBX-11 ``P`` (or ``C``) for each.
+- Not analysed: OBX 1 CWE (24587005, SCT, "Image analysis") = (262008008, SCT, "Not
+  performed"), OBX 2 TX (121106, DCM, "Comment") the reason; TQ1-9 routine.
 
 MLLP: one connection per message, framed 0x0B ... 0x1C 0x0D, with a socket timeout; the
 receiver's ACK must be AA (or CA) for this message's control id. AE/AR/CE/CR is a failed try
@@ -41,7 +44,7 @@ from pydicom.dataset import Dataset
 
 from triage.attributes import text_value
 from triage.errors import ConfigError, DeliveryError
-from triage.report.sr import PRIORITY, PRIORITY_CODES
+from triage.report.codes import COMMENT, IMAGE_ANALYSIS, NOT_PERFORMED, PRIORITY, PRIORITY_CODES
 from triage.results import ModelResult, Priority
 
 log = logging.getLogger(__name__)
@@ -108,19 +111,98 @@ def oru_r01(
     result: ModelResult,
     *,
     sending_application: str,
+    corrected: bool = False,
     now: datetime | None = None,
     control_id: str | None = None,
 ) -> str:
     """The ORU^R01 for one model's result on a study, as ER7 text (segments end with CR).
 
     ``header``: any image of the analysed series (patient and study attributes).
+    ``corrected``: the result replaces one sent before (a new revision): the result status is
+    ``C`` (correction), not a second preliminary one.
     """
     if result.priority not in HL7_PRIORITY:
         raise ValueError(f"a result with priority {result.priority.value!r} has no ORU^R01")
+    finding = result.finding
+    priority_code = PRIORITY_CODES[result.priority]
+    observations = (
+        ("CWE", FINDING, _coded(finding.value, finding.meaning, finding.scheme_designator), ""),
+        ("NM", PROBABILITY, f"{result.probability:.4f}", _coded(*NO_UNITS)),
+        (
+            "CWE",
+            (PRIORITY.value, PRIORITY.meaning, PRIORITY.scheme_designator),
+            _coded(priority_code.value, priority_code.meaning, priority_code.scheme_designator),
+            "",
+        ),
+    )
+    return _message(
+        header,
+        result.model_name,
+        result.model_version,
+        result.priority,
+        observations,
+        abnormal="A" if result.positive else "N",
+        sending_application=sending_application,
+        corrected=corrected,
+        now=now,
+        control_id=control_id,
+    )
+
+
+def not_analysed_oru(
+    header: Dataset,
+    *,
+    model_name: str,
+    model_version: str,
+    reason: str,
+    sending_application: str,
+    corrected: bool = False,
+    now: datetime | None = None,
+    control_id: str | None = None,
+) -> str:
+    """The ORU^R01 saying that a model (or the node, ``model_name`` "triage") could not
+    analyse the study: OBX 1 CWE "Image analysis" = "Not performed", OBX 2 TX the reason; the
+    priority is routine (a study that was not analysed keeps its normal place)."""
+    observations = (
+        (
+            "CWE",
+            (IMAGE_ANALYSIS.value, IMAGE_ANALYSIS.meaning, IMAGE_ANALYSIS.scheme_designator),
+            _coded(NOT_PERFORMED.value, NOT_PERFORMED.meaning, NOT_PERFORMED.scheme_designator),
+            "",
+        ),
+        ("TX", (COMMENT.value, COMMENT.meaning, COMMENT.scheme_designator), escape(reason), ""),
+    )
+    return _message(
+        header,
+        model_name,
+        model_version,
+        Priority.ROUTINE,
+        observations,
+        abnormal="",
+        sending_application=sending_application,
+        corrected=corrected,
+        now=now,
+        control_id=control_id,
+    )
+
+
+def _message(
+    header: Dataset,
+    model_name: str,
+    model_version: str,
+    priority_of_study: Priority,
+    observations: tuple[tuple[str, tuple[str, str, str], str, str], ...],
+    *,
+    abnormal: str,
+    sending_application: str,
+    corrected: bool,
+    now: datetime | None,
+    control_id: str | None,
+) -> str:
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
     accession = escape(text_value(header, "AccessionNumber"))
-    priority, priority_text = HL7_PRIORITY[result.priority]
-    priority_code = PRIORITY_CODES[result.priority]
+    priority, priority_text = HL7_PRIORITY[priority_of_study]
+    status = "C" if corrected else "P"
 
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
     msg.msh.msh_3 = escape(sending_application)
@@ -145,33 +227,18 @@ def oru_r01(
     obr.obr_1 = "1"
     obr.obr_2 = accession
     obr.obr_3 = accession
-    obr.obr_4 = _coded(
-        result.model_name,
-        f"AI triage {result.model_name} {result.model_version}",
-        LOCAL_SCHEME,
-    )
+    obr.obr_4 = _coded(model_name, f"AI triage {model_name} {model_version}", LOCAL_SCHEME)
     observed = _timestamp(text_value(header, "StudyDate"), text_value(header, "StudyTime"))
     if observed:
         obr.obr_7 = observed
     obr.obr_18 = accession
     obr.obr_22 = stamp
-    obr.obr_25 = "P"
+    obr.obr_25 = status
     obr.obr_27 = f"^^^^^{priority}"
     timing = order.add_group("ORU_R01_TIMING_QTY")
     timing.tq1.tq1_1 = "1"
     timing.tq1.tq1_9 = f"{priority}^{priority_text}^HL70485"
 
-    finding = result.finding
-    observations = (
-        ("CWE", FINDING, _coded(finding.value, finding.meaning, finding.scheme_designator), ""),
-        ("NM", PROBABILITY, f"{result.probability:.4f}", _coded(*NO_UNITS)),
-        (
-            "CWE",
-            (PRIORITY.value, PRIORITY.meaning, PRIORITY.scheme_designator),
-            _coded(priority_code.value, priority_code.meaning, priority_code.scheme_designator),
-            "",
-        ),
-    )
     for number, (value_type, concept, value, units) in enumerate(observations, start=1):
         obx = order.add_group("ORU_R01_OBSERVATION").obx
         obx.obx_1 = str(number)
@@ -180,9 +247,9 @@ def oru_r01(
         obx.obx_5 = value
         if units:
             obx.obx_6 = units
-        if number == 1:
-            obx.obx_8 = "A" if result.positive else "N"
-        obx.obx_11 = "P"
+        if number == 1 and abnormal:
+            obx.obx_8 = abnormal
+        obx.obx_11 = status
         obx.obx_14 = stamp
     return str(msg.to_er7()) + "\r"
 

@@ -23,6 +23,8 @@ def worklist_json(rows: Sequence[WorklistRow]) -> list[dict[str, Any]]:
             "study_description": r.study_description,
             "state": r.state,
             "priority": r.priority,
+            # a re-run's lower priority that waits for a person (`triage ack`); null: none
+            "held_priority": r.held_priority,
             "reason": r.reason,
             "received_at": r.received_at.isoformat() + "Z",
             "triaged_at": r.triaged_at.isoformat() + "Z" if r.triaged_at else None,
@@ -83,6 +85,12 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
         priority = r.priority or "pending"
         state = r.state
         reasons = [r.reason] if r.reason else []
+        if r.held_priority:
+            reasons.append(
+                f"a re-run says {r.held_priority}; it stays {priority} until a person accepts "
+                f"it: `triage ack {r.study_instance_uid} --reason ...`"
+            )
+            state = f"{state}, {r.held_priority} held"
         if r.delivery == "dead":
             reasons.append("the result could not be delivered to the PACS (see `triage outbox`)")
             state = f"{state}, SR undelivered"

@@ -30,7 +30,7 @@ from support.waiting import wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
 from triage.catalogue import DELIVERED, TRIAGED, TRIAGING, Result
-from triage.report.sr import read_triage_sr
+from triage.report.sr_read import read_triage_sr
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -231,7 +231,7 @@ def test_kill_while_delivering_delivers_once_after_the_restart(
         if node.catalogue.study_state(uid) is None:
             return False
         expected = expected or expected_sr_uid(node.catalogue, uid)
-        return expected in pacs.arrived_uids()
+        return expected is not None and expected in pacs.arrived_uids()
 
     wait_until(sr_in_flight, 90, "the SR to reach the PACS", interval=0.02, detail=node.log_tail)
     node.kill()  # the PACS has the SR in hand and has not answered yet

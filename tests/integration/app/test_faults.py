@@ -8,6 +8,7 @@ and every catalogued instance is stored; after the fault clears, a resend stores
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 import torch
 from monai.bundle import ConfigParser
@@ -41,6 +43,8 @@ from triage.config import PROJECT_ROOT
 from triage.dimse import OUT_OF_RESOURCES, SUCCESS
 from triage.errors import ModelError, StorageError
 from triage.receive.receiver import Receiver
+from triage.report.sr_read import read_triage_sr
+from triage.results import Priority
 from triage.store import LocalStore
 
 DEADLINE = 60.0
@@ -357,9 +361,16 @@ def test_a_failing_model_leaves_its_study_not_analysed_and_the_others_go_on(
         assert "unloadable: " in reasons["CHEST"]
         assert "model.pt cannot be read as PyTorch weights" in reasons["CHEST"]
         assert "misfit: model misfit failed on this input" in reasons["PELVIS"]
+        failed_model = {"ABDOMEN": "oom_model", "CHEST": "unloadable", "PELVIS": "misfit"}
         for part, uid in uids.items():
             assert rows[uid].priority == "not analysed", part
-            assert srs_in_orthanc(orthanc, uid) == []
+            # one document, from the model that applies to the study and failed on it; the
+            # models for other body parts have nothing to say about it
+            (sr,) = srs_in_orthanc(orthanc, uid)
+            (said,) = read_triage_sr(pydicom.dcmread(io.BytesIO(orthanc.instance_file(sr["ID"]))))
+            assert said.priority is Priority.NOT_ANALYSED, part
+            assert said.model_name == failed_model[part]
+            assert said.reason and said.reason in (rows[uid].reason or "")
         assert rows[head.study_instance_uid].state == TRIAGED
         srs = srs_in_orthanc(orthanc, head.study_instance_uid)
         assert [i["MainDicomTags"]["SOPInstanceUID"] for i in srs] == [

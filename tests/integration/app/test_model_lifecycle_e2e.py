@@ -22,7 +22,7 @@ from support.paths import require
 from support.waiting import wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
-from triage.report.sr import read_triage_sr
+from triage.report.sr_read import read_triage_sr
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -76,10 +76,20 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
         wait_until(lambda: svc.catalogue.deliveries([DELIVERED]) != [], 60, "delivery")
         assert len(srs_in_orthanc(pacs, uid)) == 1
 
-        # the PACS goes away for longer than the retry budget: dead letter, then operator retry
+        # the PACS goes away for longer than the retry budget: the next study's SR is
+        # dead-lettered, then an operator retries it (a re-run of the same study would send
+        # nothing: the same result is the same SR, already in the PACS)
         pacs.stop()
         svc.settings = dataclasses.replace(svc.settings, delivery_max_tries=2)
-        assert svc.catalogue.reopen(uid)
+        (later,) = write_demo_studies(
+            tmp_path / "later",
+            count=1,
+            unanalysable=0,
+            shape=(128, 128, 24),
+            spacing=(1.8, 1.8, 5.0),
+            seed=8,
+        )
+        assert storescu(later.folder, node.port).returncode == 0
         wait_until(lambda: svc.catalogue.deliveries([DEAD]) != [], 90, "the dead letter")
         cli_env = {**os.environ, **env}
         listing = subprocess.run(
@@ -90,12 +100,14 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
             timeout=60,
             check=True,
         )
-        (dead,) = json.loads(listing.stdout)
-        assert dead["state"] == DEAD and dead["attempts"] == 2
+        (dead,) = [d for d in json.loads(listing.stdout) if d["state"] == DEAD]
+        assert dead["attempts"] == 2
+        assert dead["study_instance_uid"] == later.study_instance_uid
 
         pacs.start()
         assert retry_dead(svc.catalogue) == 1
-        wait_until(lambda: svc.catalogue.deliveries([DELIVERED]) != [], 60, "redelivery")
+        wait_until(lambda: len(svc.catalogue.deliveries([DELIVERED])) == 2, 60, "the redelivery")
         assert len(srs_in_orthanc(pacs, uid)) == 1
+        assert len(srs_in_orthanc(pacs, later.study_instance_uid)) == 1
     finally:
         node.stop()

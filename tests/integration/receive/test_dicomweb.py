@@ -17,18 +17,20 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from support.factories import phantom_ct_series, todays_ct_study
 from support.orthanc import DICOMWEB_PLUGIN, ORTHANC, Orthanc, free_port
+from support.reporting import record_results
 
-from triage.app.pipeline import report
 from triage.app.services import Services
 from triage.catalogue import DEAD, DELIVERED, PENDING, Catalogue, DeliveryRow
 from triage.config import Settings, load_settings
-from triage.deliver.outbox import DeliverySummary, deliver_due, retry_dead, sr_destination
+from triage.deliver.outbox import DeliverySummary, deliver_due, retry_dead
 from triage.dimse import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SOP_CLASS_NOT_SUPPORTED, SUCCESS
 from triage.errors import DeliveryError
 from triage.receive.dicomweb import DicomwebSource, make_client, store_study
 from triage.receive.pull import Puller, read_watermark
 from triage.receive.receiver import Receiver
-from triage.report.sr import build_triage_sr, read_triage_sr
+from triage.report.destinations import sr_destination
+from triage.report.sr import build_triage_sr
+from triage.report.sr_read import read_triage_sr
 from triage.results import ModelResult, Priority
 from triage.store import LocalStore
 
@@ -357,8 +359,7 @@ def test_pulled_study_reported_and_delivered_by_stow(pacs: Orthanc, node: Node) 
     assert uid in node.puller.poll_once().retrieved
 
     svc = Services(node.settings, node.store, node.catalogue)
-    written = report(svc, uid, [_result(images, 0.87)])
-    sop = written[("ich-detector", "1.0.0")]
+    sop = record_results(svc, uid, [_result(images, 0.87)])
     (row,) = node.catalogue.deliveries()
     assert (row.sop_instance_uid, row.destination) == (sop, f"dicomweb:{pacs.dicomweb_url}")
 

@@ -11,7 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
+
+from triage.report.sr_read import read_triage_sr
 
 
 def triage(
@@ -89,5 +92,7 @@ def test_demo_puts_lesion_studies_on_top(tmp_path: Path) -> None:
     assert len(rows) == 5
     assert [r["priority"] for r in rows[:2]] == ["urgent", "urgent"]
     assert {r["priority"] for r in rows[2:]} == {"routine", "not analysed"}
-    delivered = list((tmp_path / "demo-pacs").rglob("*.dcm"))
-    assert len(delivered) == 4
+    delivered = [pydicom.dcmread(f) for f in (tmp_path / "demo-pacs").rglob("*.dcm")]
+    assert len(delivered) == 5  # a result for each analysed study, and one that says why not
+    said = sorted(f.priority.value for sr in delivered for f in read_triage_sr(sr))
+    assert said == ["not analysed", "routine", "routine", "urgent", "urgent"]

@@ -270,9 +270,7 @@ def test_finish_triage_records_state_priority_and_results(cat: Catalogue) -> Non
     add_study(cat, "1.1")
     g = claimed(cat, "1.1")
     res = result(series="1.1.1")
-    ok = cat.finish_triage(
-        "1.1", g, [res], Priority.URGENT, None, {("ich", "1"): "9.9.9"}, {"infer_s": 1.5}
-    )
+    ok = cat.finish_triage("1.1", g, [res], Priority.URGENT, None, {"infer_s": 1.5})
     assert ok is True
     assert cat.study_state("1.1") == (TRIAGED, 1)
     [row] = cat.worklist()

@@ -26,7 +26,8 @@ from triage.deliver.outbox import MAX_BACKOFF_SECONDS, deliver_due, next_attempt
 from triage.dimse import is_success, store_datasets
 from triage.errors import DeliveryError
 from triage.receive.receiver import Receiver
-from triage.report.sr import build_triage_sr, read_triage_sr
+from triage.report.sr import build_triage_sr
+from triage.report.sr_read import read_triage_sr
 from triage.results import ModelResult, Priority
 from triage.store import LocalStore
 from triage.synthetic.standin_pacs import StandInPacs

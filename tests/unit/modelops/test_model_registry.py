@@ -377,7 +377,8 @@ def test_a_segmentation_sr_holds_the_lesion_with_documented_codes(tmp_path: Path
     from support.dicom_checks import assert_dciodvfy_clean
     from support.factories import phantom_ct_series
 
-    from triage.report.sr import build_triage_sr, read_triage_sr
+    from triage.report.sr import build_triage_sr
+    from triage.report.sr_read import read_triage_sr
     from triage.results import ModelResult, Priority
 
     headers = phantom_ct_series("test_model_registry", shape=(32, 32, 5))

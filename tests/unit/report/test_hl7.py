@@ -20,8 +20,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from support.factories import phantom_ct_series
 from support.orthanc import free_port
+from support.reporting import record_results
 
-from triage.app.pipeline import report
 from triage.app.services import Services
 from triage.catalogue import DELIVERED, PENDING, Catalogue
 from triage.config import Settings, load_settings
@@ -29,7 +29,7 @@ from triage.deliver.outbox import DeliverySummary, deliver_due
 from triage.dimse import SUCCESS
 from triage.errors import DeliveryError
 from triage.receive.receiver import Receiver
-from triage.report.hl7 import escape, oru_r01, send_message, unescape
+from triage.report.hl7 import escape, not_analysed_oru, oru_r01, send_message, unescape
 from triage.results import ModelResult, Priority
 from triage.store import LocalStore
 
@@ -133,8 +133,7 @@ class Node:
             str(images[0].SeriesInstanceUID),
         )
         study = str(images[0].StudyInstanceUID)
-        written = report(self.svc, study, [result])
-        return study, written[("ich-detector", "1.0.0")]
+        return study, record_results(self.svc, study, [result])
 
     def deliver(self, *, all_pending: bool = False) -> DeliverySummary:
         only = self.catalogue.deliveries([PENDING]) if all_pending else None
@@ -294,3 +293,73 @@ def test_delimiters_in_dicom_values_are_escaped() -> None:
     obr = msg.oru_r01_patient_result.oru_r01_order_observation.obr
     assert unescape(obr.obr_3.to_er7()) == "X&Y~Z\\W"
     assert msg.msh.msh_10.to_er7() == "C1"
+
+
+def test_a_result_that_replaces_one_sent_before_is_a_correction() -> None:
+    images = phantom_ct_series("hl7-corrected", shape=(16, 16, 2))
+    result = ModelResult(
+        "m", "1", codes.SCT.IntracranialHemorrhage, 0.7, 0.5, Priority.URGENT, "1.2.3"
+    )
+    text = oru_r01(images[0], result, sending_application="TRIAGE", corrected=True)
+    msg = parse_message(text, find_groups=True, validation_level=VALIDATION_LEVEL.STRICT)
+    order = msg.oru_r01_patient_result.oru_r01_order_observation
+    assert order.obr.obr_25.to_er7() == "C"
+    assert {o.obx.obx_11.to_er7() for o in order.oru_r01_observation} == {"C"}
+
+
+def test_not_analysed_reaches_the_ris_in_coded_form_with_its_reason() -> None:
+    images = phantom_ct_series("hl7-not-analysed", shape=(16, 16, 2))
+    reason = "no series matches the model's rules | scout only"
+    text = not_analysed_oru(
+        images[0],
+        model_name="m",
+        model_version="1",
+        reason=reason,
+        sending_application="TRIAGE",
+    )
+    msg = parse_message(text, find_groups=True, validation_level=VALIDATION_LEVEL.STRICT)
+    assert msg.validate()
+    order = msg.oru_r01_patient_result.oru_r01_order_observation
+    status, comment = (o.obx for o in order.oru_r01_observation)
+    assert status.obx_3.to_er7() == "24587005^Image analysis^SCT"
+    assert status.obx_5.to_er7() == "262008008^Not performed^SCT"
+    assert comment.obx_2.to_er7() == "TX"
+    assert unescape(comment.obx_5.to_er7()) == reason
+    assert order.oru_r01_timing_qty.tq1.tq1_9.cwe_1.to_er7() == "R"
+    assert order.obr.obr_25.to_er7() == "P"
+
+
+def test_the_ris_gets_each_revision_and_the_second_is_a_correction(
+    listener: Listener, make_node: Any
+) -> None:
+    node = make_node(f"127.0.0.1:{listener.port}")
+    images = _images("hl7-revisions")
+    receiver = Receiver(node.store, node.catalogue, "TRIAGE")
+    assert all(receiver.accept(_part10(ds)) == SUCCESS for ds in images)
+    study = str(images[0].StudyInstanceUID)
+    series = str(images[0].SeriesInstanceUID)
+    for probability in (0.2, 0.9):  # late images made it urgent: a new revision
+        if probability > 0.5:
+            assert node.catalogue.reopen(study)
+        record_results(
+            node.svc,
+            study,
+            [
+                ModelResult(
+                    "ich-detector",
+                    "1.0.0",
+                    codes.SCT.IntracranialHemorrhage,
+                    probability,
+                    0.5,
+                    Priority.URGENT if probability >= 0.5 else Priority.ROUTINE,
+                    series,
+                )
+            ],
+        )
+    assert node.deliver(all_pending=True).delivered == 2
+    statuses = [
+        parse_message(text, find_groups=True).oru_r01_patient_result.oru_r01_order_observation
+        for text in listener.received
+    ]
+    assert [o.obr.obr_25.to_er7() for o in statuses] == ["P", "C"]
+    assert [o.oru_r01_timing_qty.tq1.tq1_9.cwe_1.to_er7() for o in statuses] == ["R", "S"]

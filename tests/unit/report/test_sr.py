@@ -21,7 +21,7 @@ from support.dicom_checks import assert_dciodvfy_clean
 from support.paths import SHARED_DATA
 
 from triage.errors import TriageError
-from triage.report.sr import (
+from triage.report.codes import (
     FINDING,
     PRIORITY,
     PRIORITY_CODES,
@@ -29,12 +29,18 @@ from triage.report.sr import (
     PROBABILITY_UNIT,
     PROCEDURE_CT_HEAD,
     REPORT_TITLE,
-    SrFinding,
-    build_triage_sr,
-    device_observer_uid,
-    read_triage_sr,
-    sr_uids,
 )
+from triage.report.revisions import (
+    DocumentRef,
+    Revision,
+    device_observer_uid,
+    instance_uid,
+    result_fingerprint,
+    series_number,
+    series_uid,
+)
+from triage.report.sr import build_triage_sr
+from triage.report.sr_read import SrFinding, read_document, read_triage_sr
 from triage.results import ModelResult, Priority
 
 PHILIPS_CT = SHARED_DATA / "ct_head_phantom_philips_5mm"
@@ -192,47 +198,43 @@ def test_every_analysed_priority_has_a_code() -> None:
 # --- UIDs -----------------------------------------------------------------------------------------
 
 
-def test_sr_uids_are_deterministic_and_ignore_series_order() -> None:
-    a = sr_uids("1.2.3", "ich-detector", "1.2.0", ["1.2.3.4", "1.2.3.5"])
-    b = sr_uids("1.2.3", "ich-detector", "1.2.0", ["1.2.3.5", "1.2.3.4"])
-    assert a == b
-    assert a.series_instance_uid != a.sop_instance_uid
-    for uid in (a.series_instance_uid, a.sop_instance_uid):
-        assert pydicom.uid.UID(uid).is_valid
+def revision(number: int = 1, fingerprint: str = "a" * 64, chain: str = "ich-detector") -> Revision:
+    return Revision(chain, number, fingerprint, WHEN)
 
 
-@pytest.mark.parametrize(
-    "changed",
-    [
-        ("1.2.99", "ich-detector", "1.2.0", ["1.2.3.4"]),
-        ("1.2.3", "other-model", "1.2.0", ["1.2.3.4"]),
-        ("1.2.3", "ich-detector", "1.3.0", ["1.2.3.4"]),
-        ("1.2.3", "ich-detector", "1.2.0", ["1.2.3.6"]),
-        ("1.2.3", "ich-detector", "1.2.0", ["1.2.3.4", "1.2.3.6"]),
-    ],
-)
-def test_sr_uids_change_with_study_model_version_and_series(
-    changed: tuple[str, str, str, list[str]],
-) -> None:
-    base = sr_uids("1.2.3", "ich-detector", "1.2.0", ["1.2.3.4"])
-    other = sr_uids(*changed)
-    assert other.series_instance_uid != base.series_instance_uid
-    assert other.sop_instance_uid != base.sop_instance_uid
+def test_every_revision_of_a_chain_lands_in_one_series() -> None:
+    assert series_uid("1.2.3", "ich-detector") == series_uid("1.2.3", "ich-detector")
+    assert series_uid("1.2.3", "ich-detector") != series_uid("1.2.3", "other-model")
+    assert series_uid("1.2.3", "ich-detector") != series_uid("1.2.99", "ich-detector")
+    assert series_uid("1.2.3", "ich-detector", "kos") != series_uid("1.2.3", "ich-detector")
+    for kind, base in (("sr", 990), ("kos", 980), ("seg", 970)):
+        assert base <= series_number("ich-detector", kind) <= base + 9
 
 
-@pytest.mark.parametrize(
-    ("args", "argument"),
-    [
-        (("", "m", "1", ["1.2"]), "study_instance_uid"),
-        (("1.2", "", "1", ["1.2"]), "model_name"),
-        (("1.2", "m", "", ["1.2"]), "model_version"),
-        (("1.2", "m", "1", []), "series_instance_uids"),
-        (("1.2", "m", "1", "1.2.3"), "series_instance_uids"),
-    ],
-)
-def test_sr_uids_refuses_bad_input(args: tuple, argument: str) -> None:
-    with pytest.raises(TriageError, match=argument):
-        sr_uids(*args)
+def test_instance_uids_are_deterministic_per_revision_and_result() -> None:
+    first = instance_uid("1.2.3", revision(1))
+    assert first == instance_uid("1.2.3", revision(1))
+    assert first != instance_uid("1.2.3", revision(2))
+    assert first != instance_uid("1.2.3", revision(1, "b" * 64))
+    assert first != instance_uid("1.2.3", revision(1, chain="other-model"))
+    assert first != instance_uid("1.2.3", revision(1), "kos")
+    assert pydicom.uid.UID(first).is_valid
+
+
+def test_fingerprint_is_the_result_and_the_images() -> None:
+    base = ModelResult("m", "1", ICH, 0.9, 0.5, Priority.URGENT, "1.2.3.4")
+    same = result_fingerprint(base, ["1.2", "1.3"])
+    assert same == result_fingerprint(base, ["1.3", "1.2"])  # image order does not matter
+    assert same != result_fingerprint(base, ["1.2", "1.3", "1.4"])  # a late image does
+    changed = replace(base, probability=0.2, priority=Priority.ROUTINE)
+    assert same != result_fingerprint(changed, ["1.2", "1.3"])
+    assert same != result_fingerprint(replace(base, model_version="2"), ["1.2", "1.3"])
+
+
+@pytest.mark.parametrize(("number", "fingerprint"), [(0, "a" * 64), (1, "short")])
+def test_revision_refuses_bad_input(number: int, fingerprint: str) -> None:
+    with pytest.raises(TriageError):
+        Revision("m", number, fingerprint, WHEN)
 
 
 # --- building -------------------------------------------------------------------------------------
@@ -241,14 +243,16 @@ def test_sr_uids_refuses_bad_input(args: tuple, argument: str) -> None:
 def test_sr_goes_into_the_same_study_as_a_new_series(headers: list[Dataset]) -> None:
     sr = build(headers, [result_for(headers)])
     source = headers[0]
-    uids = sr_uids(source.StudyInstanceUID, "ich-detector", "1.2.0", [source.SeriesInstanceUID])
+    study = source.StudyInstanceUID
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
     assert sr.Modality == "SR"
     assert sr.StudyInstanceUID == source.StudyInstanceUID
-    assert sr.SeriesInstanceUID == uids.series_instance_uid != source.SeriesInstanceUID
-    assert sr.SOPInstanceUID == uids.sop_instance_uid
+    assert sr.SeriesInstanceUID == series_uid(study, "ich-detector") != source.SeriesInstanceUID
+    fingerprint = result_fingerprint(result_for(headers), [h.SOPInstanceUID for h in headers])
+    assert sr.SOPInstanceUID == instance_uid(study, revision(1, fingerprint))
+    assert sr.InstanceNumber == 1 and "PredecessorDocumentsSequence" not in sr
     assert 990 <= sr.SeriesNumber <= 999
-    assert sr.SeriesDescription == "AI triage ich-detector 1.2.0"
+    assert sr.SeriesDescription == "AI triage ich-detector"
     for keyword in (
         "PatientName",
         "PatientID",
@@ -271,15 +275,41 @@ def test_sr_goes_into_the_same_study_as_a_new_series(headers: list[Dataset]) -> 
     }
 
 
-def test_rerun_gives_the_same_uids(headers: list[Dataset]) -> None:
+def test_the_same_result_is_the_same_instance(headers: list[Dataset]) -> None:
     first = build(headers, [result_for(headers)])
-    again = build(list(reversed(headers)), [result_for(headers, probability=0.875)])
+    again = build(list(reversed(headers)), [result_for(headers)])
     assert (again.SeriesInstanceUID, again.SOPInstanceUID) == (
         first.SeriesInstanceUID,
         first.SOPInstanceUID,
     )
+    changed = build(headers, [result_for(headers, probability=0.875)])
     newer = build(headers, [result_for(headers, model_version="1.3.0")])
-    assert newer.SOPInstanceUID != first.SOPInstanceUID
+    assert len({first.SOPInstanceUID, changed.SOPInstanceUID, newer.SOPInstanceUID}) == 3
+    assert newer.SeriesInstanceUID == first.SeriesInstanceUID  # one series per model
+
+
+def test_a_revision_names_the_document_it_replaces(headers: list[Dataset], tmp_path: Path) -> None:
+    first = build(headers, [result_for(headers, probability=0.2, priority=Priority.ROUTINE)])
+    study = headers[0].StudyInstanceUID
+    replaced = DocumentRef(study, first.SeriesInstanceUID, first.SOPInstanceUID, first.SOPClassUID)
+    later = WHEN.replace(minute=WHEN.minute + 1)
+    second = build_triage_sr(
+        headers,
+        [result_for(headers)],
+        software_version="0.1.0",
+        revision=Revision("ich-detector", 2, "c" * 64, later, replaced),
+    )
+    assert second.SeriesInstanceUID == first.SeriesInstanceUID
+    assert second.InstanceNumber == 2
+    assert str(second.ContentDate) + str(second.ContentTime) > (
+        str(first.ContentDate) + str(first.ContentTime)
+    )
+    document = read_document(second)
+    assert document.predecessors == (first.SOPInstanceUID,)
+    assert document.instance_number == 2
+    (predecessor,) = second.PredecessorDocumentsSequence
+    assert predecessor.StudyInstanceUID == study
+    assert_dciodvfy_clean(save(second, tmp_path / "revision.dcm"))
 
 
 def test_content_tree_has_observer_library_and_one_group_per_result(
@@ -449,7 +479,7 @@ def test_birth_date_that_is_not_a_dicom_date_is_left_empty(
     headers: list[Dataset], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An old system's "1960-01-01" must not cost the study its result, nor reach the log."""
-    caplog.set_level(logging.WARNING, logger="triage.report.sr")
+    caplog.set_level(logging.WARNING, logger="triage.report.headers")
     with pydicom.config.disable_value_validation():
         for ds in headers:
             ds.PatientBirthDate = "1960-01-01"
@@ -457,7 +487,7 @@ def test_birth_date_that_is_not_a_dicom_date_is_left_empty(
     assert sr.PatientBirthDate == ""
     assert sr.PatientID == headers[0].PatientID
     assert headers[0].PatientBirthDate == "1960-01-01"  # the caller's header is unchanged
-    messages = [r.getMessage() for r in caplog.records if r.name == "triage.report.sr"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "triage.report.headers"]
     assert any("PatientBirthDate" in m for m in messages), caplog.text
     assert not any("1960" in m for m in messages)
 

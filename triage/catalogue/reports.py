@@ -1,0 +1,294 @@
+"""What the node reported to the PACS: the revisions of each model's result document on a
+study, which of them are held back (a downgrade waiting for a person), and the acknowledgements.
+
+A revision row is written in the same transaction as the triage run's outcome, so a stale run
+(an older generation) can neither add one nor put one in the outbox. A revision is ``released``
+(its objects are in the outbox), ``held`` (it would lower the study's priority: it waits for
+`triage ack`) or ``discarded`` (held, then overtaken by a newer result before anyone
+acknowledged it; never sent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from triage.catalogue.database import Base, Delivery, Study, utcnow
+
+
+class RevisionState(StrEnum):
+    RELEASED = "released"
+    HELD = "held"
+    DISCARDED = "discarded"
+
+
+class ReportRevision(Base):
+    """One revision of one model's result document (its SR, and the KOS/SEG/HL7 with it)."""
+
+    __tablename__ = "report_revisions"
+    __table_args__ = (UniqueConstraint("study_id", "chain", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    chain: Mapped[str] = mapped_column(String(64))  # the model's name; "" for the node's own
+    number: Mapped[int] = mapped_column(Integer)  # the SR's InstanceNumber
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(32))  # what it says
+    model_version: Mapped[str] = mapped_column(String(64), default="")
+    sr_sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sr_series_instance_uid: Mapped[str] = mapped_column(String(64))
+    predecessor_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default=RevisionState.RELEASED, index=True)
+    #: JSON list of [sop_instance_uid, key, destination]: what goes to the outbox on release
+    objects: Mapped[str] = mapped_column(Text, default="[]")
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Acknowledgement(Base):
+    """A person accepted a lower priority for a study (`triage ack`): the audit of downgrades."""
+
+    __tablename__ = "acknowledgements"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    who: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    from_priority: Mapped[str] = mapped_column(String(32))
+    to_priority: Mapped[str] = mapped_column(String(32))
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One object of a revision, and where it goes."""
+
+    sop_instance_uid: str
+    key: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class NewRevision:
+    """A revision the triage run made (objects built and stored), to record with its outcome."""
+
+    chain: str
+    number: int
+    fingerprint: str
+    priority: str
+    model_version: str
+    sr_sop_instance_uid: str
+    sr_series_instance_uid: str
+    predecessor_sop_instance_uid: str | None
+    objects: tuple[Outgoing, ...]
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where a chain stands: its newest revision, and the newest one that reached the outbox."""
+
+    chain: str
+    latest_number: int
+    latest_fingerprint: str
+    latest_state: str
+    released_number: int | None
+    released_fingerprint: str | None
+    released_sr_sop_instance_uid: str | None
+    released_sr_series_instance_uid: str | None
+    released_priority: str | None
+
+    def says(self, fingerprint: str) -> bool:
+        """Whether the chain already says this: released, or held waiting for a person."""
+        return fingerprint == self.released_fingerprint or (
+            fingerprint == self.latest_fingerprint
+            and self.latest_state in (RevisionState.RELEASED, RevisionState.HELD)
+        )
+
+
+@dataclass(frozen=True)
+class AcknowledgementRow:
+    study_instance_uid: str
+    at: datetime
+    who: str
+    reason: str
+    from_priority: str
+    to_priority: str
+
+
+def chain_heads(s: Session, study_id: int) -> dict[str, ChainHead]:
+    """Every chain of the study, by name."""
+    rows = list(
+        s.scalars(
+            select(ReportRevision)
+            .where(ReportRevision.study_id == study_id)
+            .order_by(ReportRevision.chain, ReportRevision.number)
+        )
+    )
+    heads: dict[str, ChainHead] = {}
+    for chain in {r.chain for r in rows}:
+        mine = [r for r in rows if r.chain == chain]
+        latest = mine[-1]
+        released = [r for r in mine if r.state == RevisionState.RELEASED]
+        last = released[-1] if released else None
+        heads[chain] = ChainHead(
+            chain=chain,
+            latest_number=latest.number,
+            latest_fingerprint=latest.fingerprint,
+            latest_state=latest.state,
+            released_number=last.number if last else None,
+            released_fingerprint=last.fingerprint if last else None,
+            released_sr_sop_instance_uid=last.sr_sop_instance_uid if last else None,
+            released_sr_series_instance_uid=last.sr_series_instance_uid if last else None,
+            released_priority=last.priority if last else None,
+        )
+    return heads
+
+
+def has_released(s: Session, study_id: int) -> bool:
+    """Whether anything of the study reached the outbox (what the PACS shows is then known)."""
+    return (
+        s.scalar(
+            select(ReportRevision.id).where(
+                ReportRevision.study_id == study_id,
+                ReportRevision.state == RevisionState.RELEASED,
+            )
+        )
+        is not None
+    )
+
+
+def add_revisions(
+    s: Session,
+    study: Study,
+    revisions: Sequence[NewRevision],
+    current: dict[str, str],
+    *,
+    hold: bool,
+) -> None:
+    """Record the run's new revisions, held or released (released: into the outbox).
+
+    Only the newest held revision of a chain can be released later: an older held one is
+    discarded, and so is every held one of a chain whose current result (``current``: chain ->
+    fingerprint) is the one already released. A held revision that is still the current result
+    goes out as soon as the run is no longer a downgrade.
+    """
+    now = utcnow()
+    for new in revisions:
+        _discard_held(s, study.id, new.chain)
+        row = ReportRevision(
+            study_id=study.id,
+            chain=new.chain,
+            number=new.number,
+            fingerprint=new.fingerprint,
+            priority=new.priority,
+            model_version=new.model_version,
+            sr_sop_instance_uid=new.sr_sop_instance_uid,
+            sr_series_instance_uid=new.sr_series_instance_uid,
+            predecessor_sop_instance_uid=new.predecessor_sop_instance_uid,
+            state=RevisionState.HELD if hold else RevisionState.RELEASED,
+            objects=json.dumps([[o.sop_instance_uid, o.key, o.destination] for o in new.objects]),
+            generation=study.generation,
+            created_at=now,
+        )
+        s.add(row)
+        if not hold:
+            _release(s, study, row, now)
+    s.flush()
+    heads = chain_heads(s, study.id)
+    for chain, fingerprint in current.items():
+        head = heads.get(chain)
+        if head is None:
+            continue
+        if head.released_fingerprint == fingerprint:
+            _discard_held(s, study.id, chain)
+        elif not hold and head.latest_state == RevisionState.HELD:
+            # held before, no longer a downgrade (or holding was switched off): it goes now
+            for row in held_revisions(s, study.id):
+                if row.chain == chain:
+                    _release(s, study, row, now)
+
+
+def held_revisions(s: Session, study_id: int) -> list[ReportRevision]:
+    return list(
+        s.scalars(
+            select(ReportRevision)
+            .where(
+                ReportRevision.study_id == study_id,
+                ReportRevision.state == RevisionState.HELD,
+            )
+            .order_by(ReportRevision.chain, ReportRevision.number)
+        )
+    )
+
+
+def release_held(s: Session, study: Study, *, who: str, reason: str) -> AcknowledgementRow | None:
+    """A person accepts the lower priority: the held revisions go to the outbox, the study takes
+    the priority they say, and the acknowledgement is recorded. None when nothing was held."""
+    held = held_revisions(s, study.id)
+    if not held or study.held_priority is None:
+        return None
+    now = utcnow()
+    newest: dict[str, ReportRevision] = {}
+    for row in held:  # the newest held revision of each chain is the current result
+        newest[row.chain] = row
+    for row in held:
+        if newest[row.chain] is row:
+            _release(s, study, row, now)
+        else:
+            row.state = RevisionState.DISCARDED
+    ack = Acknowledgement(
+        study_id=study.id,
+        at=now,
+        who=who.strip()[:128],
+        reason=reason.strip(),
+        from_priority=study.priority or "",
+        to_priority=study.held_priority,
+    )
+    s.add(ack)
+    study.priority = study.held_priority
+    study.held_priority = None
+    return AcknowledgementRow(
+        study.study_instance_uid, now, ack.who, ack.reason, ack.from_priority, ack.to_priority
+    )
+
+
+def acknowledgements(s: Session) -> list[AcknowledgementRow]:
+    rows = s.execute(
+        select(Acknowledgement, Study.study_instance_uid)
+        .join(Study, Study.id == Acknowledgement.study_id)
+        .order_by(Acknowledgement.id)
+    )
+    return [
+        AcknowledgementRow(uid, a.at, a.who, a.reason, a.from_priority, a.to_priority)
+        for a, uid in rows
+    ]
+
+
+def _release(s: Session, study: Study, row: ReportRevision, now: datetime) -> None:
+    row.state = RevisionState.RELEASED
+    row.released_at = now
+    for sop_uid, key, destination in json.loads(row.objects):
+        s.add(
+            Delivery(
+                study_id=study.id,
+                sop_instance_uid=sop_uid,
+                key=key,
+                destination=destination,
+            )
+        )
+
+
+def _discard_held(s: Session, study_id: int, chain: str) -> None:
+    for row in s.scalars(
+        select(ReportRevision).where(
+            ReportRevision.study_id == study_id,
+            ReportRevision.chain == chain,
+            ReportRevision.state == RevisionState.HELD,
+        )
+    ):
+        row.state = RevisionState.DISCARDED
