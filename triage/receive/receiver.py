@@ -44,6 +44,7 @@ from triage.receive.sop_classes import (
     accepted_classes,
     is_analysed,
     name_of,
+    register_storage,
     transfer_syntaxes_for,
 )
 from triage.receive.tls import receiver_context
@@ -149,6 +150,7 @@ class Receiver:
         self.access = AccessList(allowed)
         self.tls = tls
         self.accepted = tuple(accepted)
+        register_storage(self.accepted)
         self._accepted = frozenset(self.accepted)
         self.stats = ReceiveStats()
         self._server: ThreadedAssociationServer | None = None

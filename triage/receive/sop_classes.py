@@ -26,6 +26,7 @@ from pydicom.uid import (
 )
 from pynetdicom import sop_class
 from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,16 @@ def transfer_syntaxes_for(sop_class_uid: str) -> tuple[str, ...]:
     return IMAGE_TRANSFER_SYNTAXES
 
 
+def register_storage(sop_class_uids: Iterable[str]) -> None:
+    """Make pynetdicom store the classes it does not know (private or retired ones named in
+    TRIAGE_ACCEPT_SOP_CLASSES): without this it accepts their presentation context but
+    answers every C-STORE of them with a failure."""
+    for uid in sop_class_uids:
+        if sop_class.uid_to_service_class(uid) is ServiceClass:
+            keyword = UID(uid).keyword or "PrivateStorage_" + uid.replace(".", "_")
+            sop_class.register_uid(uid, keyword, StorageServiceClass)
+
+
 def accepted_classes(setting: Iterable[str]) -> tuple[str, ...]:
     """The SOP class UIDs named by TRIAGE_ACCEPT_SOP_CLASSES (as parsed by triage.config):
     ``storage`` (every standard storage class), ``images`` (the image storage classes) and
@@ -161,6 +172,7 @@ def retrieve_contexts(accepted: Sequence[str]) -> list[tuple[str, tuple[str, ...
     """What a C-GET proposes (with the SCP role) for the instances it brings back: the
     accepted classes, analysed ones first, then those a study usually holds, then the rest,
     at most ``MAX_RETRIEVE_CONTEXTS``."""
+    register_storage(accepted)
     rank = {uid: i for i, uid in enumerate((*ANALYSED_CLASSES, *_USUAL_IN_A_STUDY))}
     ordered = sorted(accepted, key=lambda uid: rank.get(uid, len(rank)))  # stable: PS3.4 order
     return [(uid, transfer_syntaxes_for(uid)) for uid in ordered[:MAX_RETRIEVE_CONTEXTS]]
