@@ -46,6 +46,8 @@ from triage.receive.sop_classes import (
     IMAGE_CLASSES,
     STORAGE_CLASSES,
     accepted_classes,
+    retrieve_contexts,
+    transfer_syntaxes_for,
 )
 from triage.results import Priority
 from triage.store import LocalStore
@@ -415,3 +417,34 @@ def test_the_setting_comes_from_the_config_file_and_shows_in_triage_config(
     )
     [line] = [x for x in out.stdout.splitlines() if x.startswith("accept_sop_classes")]
     assert line.split() == ["accept_sop_classes", "images,1.2.840.10008.5.1.4.1.1.88.59"]
+
+
+def test_a_setting_without_ct_or_mr_images_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="triage.receive.sop_classes"):
+        assert accepted_classes([SecondaryCaptureImageStorage]) == (SecondaryCaptureImageStorage,)
+    assert "nothing received will be triaged" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="triage.receive.sop_classes"):
+        accepted_classes(["images"])
+    assert caplog.text == ""
+
+
+def test_c_get_proposes_what_the_receiver_accepts_within_one_association() -> None:
+    contexts = retrieve_contexts(STORAGE_CLASSES)
+    assert len(contexts) == 127  # and one context for C-GET itself
+    proposed = [uid for uid, _ in contexts]
+    assert proposed[: len(ANALYSED_CLASSES)] == list(ANALYSED_CLASSES)
+    for uid in (
+        SecondaryCaptureImageStorage,
+        ComprehensiveSRStorage,
+        "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR: this node's own
+        "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+        "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
+        "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    ):
+        assert uid in proposed, uid
+    assert dict(contexts)[ComprehensiveSRStorage] == transfer_syntaxes_for(ComprehensiveSRStorage)
+    images_only = retrieve_contexts(accepted_classes(["images"]))
+    assert {uid for uid, _ in images_only} == set(IMAGE_CLASSES)
