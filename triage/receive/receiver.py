@@ -3,6 +3,8 @@
 Rule: success (0x0000) is answered only after the instance is in the object store (fsynced) and
 in the catalogue. Any storage failure answers 0xA700 so the sender keeps the data and retries.
 Data that arrived but cannot be used is kept in ``quarantine/`` with the reason, never dropped.
+It takes every storage SOP class that TRIAGE_ACCEPT_SOP_CLASSES names (``sop_classes``), so that
+a PACS forwarding a whole study succeeds; only CT and MR images are triage input.
 """
 
 from __future__ import annotations
