@@ -81,6 +81,7 @@ class Settings:
     hl7_endpoint: str = ""
     #: a re-run's lower priority waits for a person (`triage ack`); false sends it at once
     hold_downgrades: bool = True
+    accept_sop_classes: tuple[str, ...] = ("storage",)
 
     @property
     def store_path(self) -> Path:
@@ -308,6 +309,52 @@ def _secret_file(name: str, value: str) -> Path | None:
     return path
 
 
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
+
+
+def _sop_classes(name: str, value: str) -> tuple[str, ...]:
+    """``storage``, ``images``, storage SOP class keywords and UIDs, comma separated; keywords
+    become UIDs (the receiver expands the two groups)."""
+    import difflib
+
+    from pydicom.uid import UID
+    from pynetdicom import sop_class
+    from pynetdicom.presentation import AllStoragePresentationContexts
+
+    storage = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
+    named = vars(sop_class).items()
+    keywords = {k: str(v) for k, v in named if isinstance(v, str) and v in storage}
+    keywords |= {UID(u).keyword: u for u in storage if UID(u).keyword}
+    by_lower = {k.lower(): u for k, u in keywords.items()}
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if not items:
+        raise ConfigError(
+            f"{name}={value!r}: give storage (every storage SOP class), images (the image "
+            "classes), or SOP class keywords or UIDs, comma separated"
+        )
+    out: list[str] = []
+    for item in items:
+        uid = UID(item if len(item) <= 64 and _UID_RE.fullmatch(item) else "0")
+        if item.lower() in ("storage", "images"):
+            out.append(item.lower())
+        elif item.lower() in by_lower:
+            out.append(by_lower[item.lower()])
+        elif uid != item:
+            close = difflib.get_close_matches(item, [*keywords, "storage", "images"], 1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(
+                f"{name}={value!r}: {item!r} is neither storage, images, a storage SOP class "
+                f"keyword (e.g. SecondaryCaptureImageStorage) nor a UID{hint}"
+            )
+        elif uid not in storage and uid.name != uid and not uid.name.endswith("Storage"):
+            raise ConfigError(
+                f"{name}={value!r}: {item} is the UID of {uid.name}, not a storage SOP class"
+            )
+        else:
+            out.append(str(uid))  # a standard, retired or private storage class
+    return tuple(dict.fromkeys(out))
+
+
 def _uneven_spacing(name: str, value: str) -> str:
     choice = value.strip().lower()
     if choice not in ("resample", "refuse"):
@@ -357,6 +404,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "dicomweb_token_file": (_secret_file, lambda home: ""),
     "hl7_endpoint": (_host_port, lambda home: ""),
     "hold_downgrades": (_yes_no, lambda home: "true"),
+    "accept_sop_classes": (_sop_classes, lambda home: "storage"),
 }
 
 

@@ -166,6 +166,39 @@ class Orthanc:
         with urllib.request.urlopen(self._request(path, data, "POST"), timeout=30) as response:
             return json.loads(response.read())
 
+    def put(self, path: str, data: bytes) -> Any:
+        with urllib.request.urlopen(self._request(path, data, "PUT"), timeout=30) as response:
+            body = response.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def delete(self, path: str) -> None:
+        urllib.request.urlopen(self._request(path, method="DELETE"), timeout=10).close()
+
+    def upload(self, part10_files: list[bytes]) -> str:
+        """Store DICOM files through the REST API, as they are (transfer syntax kept); the
+        Orthanc ID of their study (all must be of one study)."""
+        studies = {self.post("/instances", data)["ParentStudy"] for data in part10_files}
+        assert len(studies) == 1, studies
+        return studies.pop()
+
+    def add_modality(self, name: str, ae_title: str, host: str, port: int) -> None:
+        """Register a DICOM peer (PUT /modalities/{name}), e.g. the node to forward to."""
+        entry = {"AET": ae_title, "Host": host, "Port": port}
+        self.put(f"/modalities/{name}", json.dumps(entry).encode())
+
+    def forward(self, modality: str, resources: list[str], timeout: float = 120) -> Any:
+        """What a PACS router does: C-STORE the resources (study IDs...) to the modality as an
+        asynchronous job (POST /modalities/{name}/store); returns the job once it is done."""
+        body = json.dumps({"Resources": resources, "Synchronous": False}).encode()
+        job_id = self.post(f"/modalities/{modality}/store", body)["ID"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(f"/jobs/{job_id}")
+            if job["State"] in ("Success", "Failure"):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"Orthanc's store job {job_id} did not finish in {timeout} s")
+
     def delete_all(self) -> None:
         for study in self.get("/studies"):
             request = self._request(f"/studies/{study}", method="DELETE")

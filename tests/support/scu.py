@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterable
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -74,5 +75,23 @@ def echo(port: int, called: str = "TRIAGE") -> int | None:
     try:
         status = assoc.send_c_echo()
         return int(status.Status) if "Status" in status else None
+    finally:
+        assoc.release()
+
+
+def store(port: int, datasets: Iterable[Dataset], called: str = "TRIAGE") -> list[int | None]:
+    """C-STORE each data set (a Dataset with file meta) in its own SOP class and transfer
+    syntax, on one association; the status of each (None: no answer). The association must be
+    accepted; a data set whose context the receiver refused is a ValueError from pynetdicom."""
+    datasets = list(datasets)
+    contexts = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
+    assoc = associate(port, sorted(contexts), called)
+    assert assoc.is_established, "the receiver refused the association"
+    try:
+        statuses: list[int | None] = []
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            statuses.append(int(status.Status) if "Status" in status else None)
+        return statuses
     finally:
         assoc.release()

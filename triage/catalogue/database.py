@@ -4,8 +4,9 @@ SQLAlchemy over SQLite by default; nothing here is SQLite-specific beyond connec
 the same schema runs on PostgreSQL when several machines share the work.
 
 Study states: ``receiving`` (instances arriving) -> ``triaging`` -> ``triaged`` or
-``not analysed``. A late instance puts the study back to ``receiving`` and bumps its generation,
-so it is triaged again; a triage run that finishes on an older generation does not overwrite it.
+``not analysed``. A late image puts the study back to ``receiving`` and bumps its generation, so
+it is triaged again (other objects do not: ``record_instance``); a triage run that finishes on an
+older generation does not overwrite it.
 """
 
 from __future__ import annotations
@@ -193,6 +194,8 @@ class InstanceRecord:
     transfer_syntax_uid: str
     key: str
     size: int
+    # an image of a kind the models analyse (CT or MR image storage): see record_instance
+    triage_input: bool = True
     modality: str = ""
     body_part: str = ""
     series_description: str = ""
@@ -406,6 +409,15 @@ class Catalogue:
     def record_instance(self, rec: InstanceRecord) -> bool:
         """Catalogue a stored instance; False when it was already there (stored once).
 
+        What a new instance does to its study: an image the models analyse
+        (``rec.triage_input``) arriving after triage has started or finished re-opens the study
+        (state receiving, generation + 1: it is triaged again) and restarts its quiet period.
+        Anything else (a secondary capture, dose report, presentation state, KOS, another SR,
+        this node's own SR forwarded back) is catalogued beside it and changes neither state,
+        generation nor arrival time, unless the study is still receiving: then it restarts the
+        quiet period, as the rest of a study forwarded with it is likely to follow. A study
+        first seen through such an instance starts receiving like any other.
+
         A locked or busy database is waited for, but ``record_lock_wait_seconds`` at most
         (RECORD_LOCK_WAIT_SECONDS, 8 s); then StorageError, which the receiver answers with
         0xA700 so that the sender retries. The bytes it stored stay in the store: the retry
@@ -434,11 +446,13 @@ class Catalogue:
                 )
                 s.add(study)
                 s.flush()
-            else:
+            elif rec.triage_input:
                 study.last_instance_at = now
                 if study.state != RECEIVING:
                     study.state = RECEIVING
                     study.generation += 1
+            elif study.state == RECEIVING:
+                study.last_instance_at = now
             series = s.scalar(
                 select(Series).where(Series.series_instance_uid == rec.series_instance_uid)
             )

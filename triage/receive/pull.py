@@ -208,6 +208,7 @@ def pull_source(settings: Settings, receiver: Receiver) -> StudySource:
         settings.pull_retrieve,
         handle_store=receiver.handle_store,
         tls=sender_context(settings),
+        accepted=receiver.accepted,
     )
 
 

@@ -24,6 +24,7 @@ from triage.attributes import text_value
 from triage.config import DicomNode
 from triage.dimse import PENDING, SOME_FAILED, SUCCESS, NoDelayAE
 from triage.errors import DeliveryError
+from triage.receive.sop_classes import STORAGE_CLASSES, retrieve_contexts
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,8 @@ def get_study(
     to ``handle_store``.
 
     ``storage`` lists the storage SOP classes (with transfer syntaxes) this node accepts; at
-    most 127 of them fit next to the C-GET context in one association.
+    most 127 of them fit next to the C-GET context in one association (``retrieve_contexts``
+    chooses them). An instance of a class not proposed is a failed sub-operation.
     """
     roles = [build_role(sop_class, scp_role=True) for sop_class, _ in storage]
     assoc = _associate(
@@ -306,6 +308,7 @@ class DimseSource:
     method: str  # "c-move" (to calling_ae, this node's receiver) or "c-get"
     handle_store: Callable[[evt.Event], int] | None = None  # needed for C-GET
     tls: ssl.SSLContext | None = None
+    accepted: tuple[str, ...] = STORAGE_CLASSES  # what C-GET takes back: the receiver's
 
     def find(self, since: datetime) -> list[FoundStudy]:
         return find_studies(self.pacs, self.calling_ae, since.date(), self.modalities, self.tls)
@@ -327,17 +330,14 @@ class DimseSource:
 
     def _retrieve_series(self, study_uid: str, series_uid: str) -> RetrieveOutcome:
         if self.method == "c-get":
-            from triage.receive.receiver import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_CLASSES
-
             if self.handle_store is None:
                 raise DeliveryError("C-GET needs a store handler (the node's receiver)")
-            storage = [(c, ACCEPTED_TRANSFER_SYNTAXES) for c in STORAGE_CLASSES]
             return get_study(
                 self.pacs,
                 self.calling_ae,
                 study_uid,
                 self.handle_store,
-                storage,
+                retrieve_contexts(self.accepted),
                 self.tls,
                 series_uid=series_uid,
             )

@@ -3,6 +3,8 @@
 Rule: success (0x0000) is answered only after the instance is in the object store (fsynced) and
 in the catalogue. Any storage failure answers 0xA700 so the sender keeps the data and retries.
 Data that arrived but cannot be used is kept in ``quarantine/`` with the reason, never dropped.
+It takes every storage SOP class that TRIAGE_ACCEPT_SOP_CLASSES names (``sop_classes``), so that
+a PACS forwarding a whole study succeeds; only CT and MR images are triage input.
 """
 
 from __future__ import annotations
@@ -10,26 +12,17 @@ from __future__ import annotations
 import io
 import logging
 import ssl
-import struct
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    UID,
-    CTImageStorage,
-    EnhancedCTImageStorage,
-    EnhancedMRImageStorage,
-    LegacyConvertedEnhancedCTImageStorage,
-    LegacyConvertedEnhancedMRImageStorage,
-    MRImageStorage,
-)
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -44,49 +37,26 @@ from triage.dimse import (
     SUCCESS,
 )
 from triage.errors import StorageError
-from triage.limits import MAX_FRAME_SIDE, MAX_PIXEL_BYTES
 from triage.receive.access import AccessList, allowed_callers
+from triage.receive.checks import Rejected, check_complete, check_pixel_data
+from triage.receive.sop_classes import (
+    IMAGE_TRANSFER_SYNTAXES,
+    STORAGE_CLASSES,
+    VERIFICATION,
+    accepted_classes,
+    is_analysed,
+    name_of,
+    register_storage,
+    transfer_syntaxes_for,
+)
 from triage.receive.tls import receiver_context
 from triage.store import ObjectStore, instance_key
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-STORAGE_CLASSES: tuple[str, ...] = (
-    CTImageStorage,
-    EnhancedCTImageStorage,
-    LegacyConvertedEnhancedCTImageStorage,
-    MRImageStorage,
-    EnhancedMRImageStorage,
-    LegacyConvertedEnhancedMRImageStorage,
-)
-
-# What pydicom with the pylibjpeg plugins can decode; video and JPIP syntaxes are not offered
-ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old scanners)
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (12-bit)
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-)
+ACCEPTED_TRANSFER_SYNTAXES = IMAGE_TRANSFER_SYNTAXES  # for image classes; see sop_classes
 
 RUNNING_MARKER = "state/receiver-running"
-
-
-_NATIVE_SYNTAXES = {
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.1.99",
-}
 
 
 @dataclass
@@ -103,15 +73,6 @@ class ReceiveStats:
     def add(self, name: str) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
-
-
-class Rejected(Exception):
-    """The instance cannot be used; carries the DICOM status and the reason."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceRecord:
@@ -131,7 +92,7 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
     bad = [k for k, v in uids.items() if not UID(v).is_valid]
     if bad:
         raise Rejected(DATASET_DOES_NOT_MATCH, f"invalid UID in {', '.join(bad)}")
-    _check_pixel_data(ds, transfer_syntax)
+    check_pixel_data(ds, transfer_syntax)
     try:
         return InstanceRecord(
             study_instance_uid=uids["StudyInstanceUID"],
@@ -143,6 +104,7 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
                 uids["StudyInstanceUID"], uids["SeriesInstanceUID"], uids["SOPInstanceUID"]
             ),
             size=size,
+            triage_input=is_analysed(uids["SOPClassUID"]),
             modality=text_value(ds, "Modality")[:16],
             body_part=text_value(ds, "BodyPartExamined")[:64],
             series_description=text_value(ds, "SeriesDescription")[:128],
@@ -159,118 +121,6 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
         raise Rejected(CANNOT_UNDERSTAND, f"the header cannot be decoded: {exc}") from exc
 
 
-def _check_complete(ds: Dataset) -> None:
-    """Refuse a data set that ends before its elements do (a transfer cut short).
-
-    pydicom reads what is there without complaint: a length running past the end gives a short
-    value, and a data set cut inside an undefined-length element reads as no elements at all.
-    """
-    if len(ds) == 0:
-        raise Rejected(
-            CANNOT_UNDERSTAND, "no element could be read: the data set is cut short or not DICOM"
-        )
-    for tag in list(ds.keys()):  # the raw elements: iterating ds would convert each
-        try:
-            elem = ds.get_item(tag, keep_deferred=True)
-        except Exception as exc:  # pydicom raises many types on corrupt elements
-            raise Rejected(CANNOT_UNDERSTAND, f"the data set cannot be decoded: {exc}") from exc
-        if not isinstance(elem, RawDataElement) or elem.length == 0xFFFFFFFF:
-            continue
-        arrived = len(elem.value or b"")
-        if arrived < elem.length:
-            raise Rejected(
-                DATASET_DOES_NOT_MATCH,
-                f"element {elem.tag} declares {elem.length} bytes where {arrived} arrived: "
-                "the data set is truncated",
-            )
-
-
-def _check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
-    """Refuse pixel data that cannot be what the header says, before anything allocates for it.
-
-    Absurd declared sizes (over MAX_FRAME_SIDE a side, over MAX_PIXEL_BYTES decoded), native
-    data shorter than declared (a truncated transfer) and compressed data that is not complete
-    encapsulated fragments are answered 0xA900 with the reason.
-    """
-    if "PixelData" not in ds:
-        return
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.BitsAllocated)
-        encapsulated = ds["PixelData"].is_undefined_length
-        actual = len(ds.PixelData)
-    except Exception as exc:
-        raise Rejected(DATASET_DOES_NOT_MATCH, f"image pixel attributes unusable: {exc}") from exc
-    declared = f"Rows {rows}, Columns {cols}, NumberOfFrames {frames}, SamplesPerPixel {samples}"
-    if min(rows, cols, frames) < 1 or not 1 <= samples <= 4:
-        raise Rejected(DATASET_DOES_NOT_MATCH, f"image size is not usable: {declared}")
-    if bits not in (1, 8, 16, 32, 64):
-        raise Rejected(DATASET_DOES_NOT_MATCH, f"BitsAllocated {bits} is not 1, 8, 16, 32 or 64")
-    if rows > MAX_FRAME_SIDE or cols > MAX_FRAME_SIDE:
-        raise Rejected(
-            DATASET_DOES_NOT_MATCH,
-            f"frames of {rows} x {cols} pixels exceed the limit of "
-            f"{MAX_FRAME_SIDE} x {MAX_FRAME_SIDE}",
-        )
-    expected = (rows * cols * frames * samples * bits + 7) // 8
-    if expected > MAX_PIXEL_BYTES:
-        raise Rejected(
-            DATASET_DOES_NOT_MATCH,
-            f"the header declares {expected} bytes of decoded pixel data ({declared}, "
-            f"BitsAllocated {bits}), over the limit of {MAX_PIXEL_BYTES} bytes per instance",
-        )
-    if transfer_syntax in _NATIVE_SYNTAXES:
-        if encapsulated:
-            raise Rejected(
-                DATASET_DOES_NOT_MATCH,
-                f"pixel data is encapsulated although transfer syntax {transfer_syntax} is native",
-            )
-        if actual < expected:
-            raise Rejected(
-                DATASET_DOES_NOT_MATCH,
-                f"pixel data is truncated: {actual} bytes where Rows x Columns x frames says "
-                f"{expected}",
-            )
-        return
-    if not encapsulated:
-        raise Rejected(
-            DATASET_DOES_NOT_MATCH,
-            f"pixel data is not encapsulated although transfer syntax {transfer_syntax} is "
-            "compressed",
-        )
-    try:
-        fragments = _count_fragments(ds.PixelData)
-    except ValueError as exc:
-        reason = f"compressed pixel data is malformed: {exc}"
-        raise Rejected(DATASET_DOES_NOT_MATCH, reason) from exc
-    if fragments < frames:  # a fragment never holds more than one frame (PS3.5 A.4)
-        raise Rejected(
-            DATASET_DOES_NOT_MATCH,
-            f"compressed pixel data is truncated: {fragments} fragment(s) for {frames} frame(s)",
-        )
-
-
-def _count_fragments(data: bytes) -> int:
-    """Fragments after the Basic Offset Table; ValueError unless every item is complete."""
-    offset, items = 0, 0
-    while offset < len(data):
-        if offset + 8 > len(data):
-            raise ValueError(f"an item header is cut short at byte {offset}")
-        group, element, length = struct.unpack_from("<HHL", data, offset)
-        if (group, element) != (0xFFFE, 0xE000):
-            raise ValueError(f"({group:04X},{element:04X}) at byte {offset} is not an item")
-        if offset + 8 + length > len(data):
-            left = len(data) - offset - 8
-            raise ValueError(f"the item at byte {offset} declares {length} bytes, {left} follow")
-        offset += 8 + length
-        items += 1
-    if items == 0:
-        raise ValueError("no Basic Offset Table item")
-    return items - 1
-
-
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, with the reason
 REJECTED_PERMANENT = 0x01
 SERVICE_USER = 0x01
@@ -283,6 +133,7 @@ class Receiver:
 
     ``allowed``: the calling AEs (and hosts) that may associate; empty accepts any calling AE.
     ``tls``: a server TLS context; when given the receiver accepts TLS connections only.
+    ``accepted``: the storage SOP class UIDs it takes (every standard one unless told).
     """
 
     def __init__(
@@ -293,12 +144,16 @@ class Receiver:
         *,
         allowed: tuple[AllowedAE, ...] = (),
         tls: ssl.SSLContext | None = None,
+        accepted: Sequence[str] = STORAGE_CLASSES,
     ) -> None:
         self.store = store
         self.catalogue = catalogue
         self.ae_title = ae_title
         self.access = AccessList(allowed)
         self.tls = tls
+        self.accepted = tuple(accepted)
+        register_storage(self.accepted)
+        self._accepted = frozenset(self.accepted)
         self.stats = ReceiveStats()
         self._server: ThreadedAssociationServer | None = None
 
@@ -306,13 +161,15 @@ class Receiver:
     def from_settings(
         cls, store: ObjectStore, catalogue: Catalogue, settings: Settings
     ) -> Receiver:
-        """The receiver as configured: AE title, allowed callers (with the PACS) and TLS."""
+        """The receiver as configured: AE title, allowed callers (with the PACS), TLS and the
+        SOP classes it accepts."""
         return cls(
             store,
             catalogue,
             settings.ae_title,
             allowed=allowed_callers(settings),
             tls=receiver_context(settings),
+            accepted=accepted_classes(settings.accept_sop_classes),
         )
 
     def check_association(self, event: evt.Event) -> None:
@@ -363,7 +220,7 @@ class Receiver:
                 ds = event.dataset
             except Exception as exc:
                 raise Rejected(CANNOT_UNDERSTAND, f"the data set cannot be decoded: {exc}") from exc
-            _check_complete(ds)
+            check_complete(ds)
             record = describe_instance(ds, transfer_syntax, len(raw))
             requested = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
             if requested and requested != record.sop_instance_uid:
@@ -371,7 +228,7 @@ class Receiver:
                     DATASET_DOES_NOT_MATCH,
                     "SOPInstanceUID in the data set differs from the C-STORE request",
                 )
-            # else any data set could be stored through an accepted CT or MR context
+            # else any data set could be stored through the context of an accepted class
             requested = str(getattr(event.request, "AffectedSOPClassUID", "") or "")
             if requested and requested != record.sop_class_uid:
                 raise Rejected(
@@ -388,9 +245,10 @@ class Receiver:
         DICOM Part 10 file: the same checks, durable store, catalogue and quarantine as
         ``handle_store``. Returns the status a C-STORE would have been answered; never raises.
 
-        Only the storage SOP classes the receiver negotiates are taken; any other (an SR, a
-        presentation state) is answered 0x0122 and neither stored nor quarantined, as a C-STORE
-        of it would have been refused at presentation-context negotiation.
+        Only the SOP classes the receiver accepts (``accepted``) are taken; any other is
+        answered 0x0122 and neither stored nor quarantined, as a C-STORE of it would have been
+        refused at presentation-context negotiation. The instance is kept in the transfer
+        syntax it came in, as a C-STORE one is.
         """
         try:
             try:
@@ -398,12 +256,15 @@ class Receiver:
                 transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
             except Exception as exc:  # pydicom raises many types on corrupt data
                 raise Rejected(CANNOT_UNDERSTAND, f"the data set cannot be decoded: {exc}") from exc
-            _check_complete(ds)
+            check_complete(ds)
             record = describe_instance(ds, transfer_syntax, len(raw))
         except Rejected as rej:
             return self._reject(raw, rej)
-        if record.sop_class_uid not in STORAGE_CLASSES:
-            log.info("not taken: SOP class %s is not one this node triages", record.sop_class_uid)
+        if record.sop_class_uid not in self._accepted:
+            log.info(
+                "not taken: SOP class %s is not accepted (TRIAGE_ACCEPT_SOP_CLASSES)",
+                name_of(record.sop_class_uid),
+            )
             return SOP_CLASS_NOT_SUPPORTED
         return self._keep(raw, record)
 
@@ -449,8 +310,8 @@ class Receiver:
         ae.acse_timeout = 30
         ae.dimse_timeout = 60
         ae.maximum_associations = 32
-        for sop_class in STORAGE_CLASSES:
-            ae.add_supported_context(sop_class, list(ACCEPTED_TRANSFER_SYNTAXES))
+        for sop_class in self.accepted:
+            ae.add_supported_context(sop_class, list(transfer_syntaxes_for(sop_class)))
         ae.add_supported_context(VERIFICATION)
         return ae
 

@@ -28,6 +28,7 @@ from triage.errors import DeliveryError
 from triage.receive.dicomweb import DicomwebSource, make_client, store_study
 from triage.receive.pull import Puller, read_watermark
 from triage.receive.receiver import Receiver
+from triage.receive.sop_classes import accepted_classes
 from triage.report.destinations import sr_destination
 from triage.report.sr import build_triage_sr
 from triage.report.sr_read import read_triage_sr
@@ -243,10 +244,14 @@ def test_accept_stores_catalogues_quarantines_and_skips(tmp_path: Path) -> None:
         assert len(reasons) == 2 and receiver.stats.rejected == 2
         assert any(b"truncated" in store.get(k) for k in reasons)
 
-        # an SR (e.g. this node's own result, back from the PACS) is not taken, not quarantined
-        assert receiver.accept(_part10(_sr(images))) == SOP_CLASS_NOT_SUPPORTED
+        # an SR (e.g. this node's own result, back from the PACS) is kept like the images
+        assert receiver.accept(_part10(_sr(images))) == SUCCESS
+        assert catalogue.instance_count(str(images[0].StudyInstanceUID)) == 2
+        # a SOP class TRIAGE_ACCEPT_SOP_CLASSES leaves out is not taken, not quarantined
+        images_only = Receiver(store, catalogue, "TRIAGE", accepted=accepted_classes(["images"]))
+        assert images_only.accept(_part10(_sr(images, 0.2))) == SOP_CLASS_NOT_SUPPORTED
         assert len(list(store.keys("quarantine/"))) == 4
-        assert catalogue.instance_count(str(images[0].StudyInstanceUID)) == 1
+        assert catalogue.instance_count(str(images[0].StudyInstanceUID)) == 2
     finally:
         catalogue.close()
 

@@ -80,6 +80,7 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "dicomweb_token_file",
         "hl7_endpoint",
         "hold_downgrades",
+        "accept_sop_classes",
     }
     assert all(isinstance(v, str) for v in d.values())
     assert d["pacs"] == ""

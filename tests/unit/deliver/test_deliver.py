@@ -26,6 +26,7 @@ from triage.deliver.outbox import MAX_BACKOFF_SECONDS, deliver_due, next_attempt
 from triage.dimse import is_success, store_datasets
 from triage.errors import DeliveryError
 from triage.receive.receiver import Receiver
+from triage.receive.sop_classes import ANALYSED_CLASSES
 from triage.report.sr import build_triage_sr
 from triage.report.sr_read import read_triage_sr
 from triage.results import ModelResult, Priority
@@ -209,7 +210,8 @@ def test_closed_port_fails_with_backoff_then_dead_then_retry_delivers_once(
 def peer(tmp_path: Path, stopper: list[threading.Thread]) -> Iterator[Receiver]:
     """The triage receiver as a peer: AE title PEER, CT/MR storage only."""
     catalogue = Catalogue(f"sqlite:///{tmp_path / 'peer.db'}")
-    receiver = Receiver(LocalStore(tmp_path / "peer"), catalogue, "PEER")
+    store = LocalStore(tmp_path / "peer")
+    receiver = Receiver(store, catalogue, "PEER", accepted=ANALYSED_CLASSES)
     receiver.start("127.0.0.1", 0)
     yield receiver
     stopper.append(threading.Thread(target=receiver.stop))
@@ -227,7 +229,7 @@ def test_destination_that_rejects_the_association(node: Node, peer: Receiver) ->
 
 
 def test_destination_that_does_not_take_srs(node: Node, peer: Receiver) -> None:
-    """The triage receiver itself takes CT/MR only: the SR is refused, not lost."""
+    """A receiver that takes CT/MR only: the SR is refused, not lost."""
     node.add_sr(6, f"PEER@127.0.0.1:{peer.port}")
     assert node.deliver().retrying == 1
     [row] = node.catalogue.deliveries()

@@ -27,7 +27,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     MRImageStorage,
-    SecondaryCaptureImageStorage,
     generate_uid,
 )
 from pynetdicom import AE
@@ -46,6 +45,7 @@ from triage.synthetic.series import write_series
 STORESCU = shutil.which("storescu")
 needs_storescu = pytest.mark.skipif(STORESCU is None, reason="dcmtk storescu is not installed")
 CALLING_AE = "MODALITY"
+PRIVATE_STORAGE_CLASS = "1.2.826.0.1.3680043.8.498.1.1"  # no standard storage class
 SLICES = 20
 
 
@@ -446,20 +446,27 @@ def test_non_dicom_payload_is_refused_and_quarantined(receiver: Receiver) -> Non
     assert_still_accepts(receiver)
 
 
+def private_class_instance(ds: Dataset) -> Dataset:
+    """The instance relabelled as a vendor's private storage class, which the receiver does
+    not accept unless TRIAGE_ACCEPT_SOP_CLASSES names it."""
+    private = copy.deepcopy(ds)
+    private.SOPClassUID = PRIVATE_STORAGE_CLASS
+    private.file_meta.MediaStorageSOPClassUID = PRIVATE_STORAGE_CLASS
+    return private
+
+
 def test_unsupported_sop_class_is_refused_by_pynetdicom_peer(
     receiver: Receiver, series: list[Dataset]
 ) -> None:
-    sc = copy.deepcopy(series[0])
-    sc.SOPClassUID = SecondaryCaptureImageStorage
-    sc.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    assoc = associate(receiver.port, sop_classes=[SecondaryCaptureImageStorage, CTImageStorage])
+    private = private_class_instance(series[0])
+    assoc = associate(receiver.port, sop_classes=[PRIVATE_STORAGE_CLASS, CTImageStorage])
     assert assoc.is_established
     try:
         accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
-        assert SecondaryCaptureImageStorage not in accepted
+        assert PRIVATE_STORAGE_CLASS not in accepted
         assert CTImageStorage in accepted
         with pytest.raises(ValueError, match="presentation context"):
-            assoc.send_c_store(sc)
+            assoc.send_c_store(private)
     finally:
         assoc.release()
     assert data_keys(receiver) == []
@@ -471,10 +478,7 @@ def test_unsupported_sop_class_is_refused_by_pynetdicom_peer(
 def test_unsupported_sop_class_is_refused_by_storescu(
     receiver: Receiver, series: list[Dataset], tmp_path: Path
 ) -> None:
-    sc = copy.deepcopy(series[0])
-    sc.SOPClassUID = SecondaryCaptureImageStorage
-    sc.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    [path] = write_series([sc], tmp_path / "sc")
+    [path] = write_series([private_class_instance(series[0])], tmp_path / "private")
     done = storescu(receiver.port, [path])
     assert done.returncode != 0
     assert "presentation context" in (done.stdout + done.stderr).lower()

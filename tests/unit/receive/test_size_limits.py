@@ -40,12 +40,8 @@ from support.scu import associate, send_raw
 
 from triage.catalogue import Catalogue
 from triage.dimse import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SUCCESS
-from triage.receive.receiver import (
-    ACCEPTED_TRANSFER_SYNTAXES,
-    MAX_FRAME_SIDE,
-    MAX_PIXEL_BYTES,
-    Receiver,
-)
+from triage.limits import MAX_FRAME_SIDE, MAX_PIXEL_BYTES
+from triage.receive.receiver import ACCEPTED_TRANSFER_SYNTAXES, Receiver
 from triage.store import LocalStore
 
 RSS_GROWTH_LIMIT = 64 * 2**20  # a decode of any absurd header here would take gigabytes
