@@ -34,6 +34,7 @@ REGEX_PREFIX = "re:"
 _NOT_AFTER_WORD = r"(?<![^\W_])"
 _NOT_BEFORE_WORD = r"(?![^\W_])"
 _BETWEEN_WORDS = r"[\W_]+"
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
 
 #: The image storage SOP classes a volume can be made of, per Modality. Anything else in a
 #: study (secondary captures such as dose screens, dose reports and other SRs, presentation
@@ -112,7 +113,7 @@ def sop_class_uids(entries: Sequence[str], key: str = "sop_class") -> tuple[str,
     for entry in entries:
         if entry in keywords:
             out.append(keywords[entry])
-        elif UID(entry).is_valid and "." in entry:
+        elif len(entry) <= 64 and _UID.fullmatch(entry):
             out.append(entry)
         else:
             raise ModelError(

@@ -10,7 +10,8 @@ A model's ``triage.json`` holds a ``series`` object, e.g.::
 Text entries are whole words or phrases, or ``re:`` regular expressions
 (`triage.analysis.patterns`). Only image storage SOP classes of the rule's modalities are
 candidates: a secondary capture (a dose screen), a dose report or any other non-image object is
-never one, whatever its Modality says. Localizers (ImageType LOCALIZER) are always excluded. An
+never one, whatever its Modality says. Localizers (ImageType LOCALIZER, SCOUT, TOPOGRAM,
+SURVIEW or SCANOGRAM, as volume assembly knows them) are always excluded. An
 empty BodyPartExamined, ConvolutionKernel, SliceThickness or ContrastBolusAgent does not exclude
 a series (many scanners leave them blank); a value that the rule refuses does.
 
@@ -44,6 +45,7 @@ from triage.analysis.patterns import (
 )
 from triage.catalogue import SeriesSummary
 from triage.errors import ModelError
+from triage.imaging.frames import LOCALIZER_TYPES
 
 CONTRAST = ("any", "without", "with")
 KNOWN_KEYS = (
@@ -69,7 +71,8 @@ class SeriesRule:
     modality: tuple[str, ...] = ()
     body_part: tuple[TextPattern, ...] = ()
     min_slices: int = 16
-    exclude_image_type: tuple[str, ...] = ("LOCALIZER",)
+    #: always holds the ImageType values of localizers (LOCALIZER, SCOUT, TOPOGRAM...)
+    exclude_image_type: tuple[str, ...] = tuple(sorted(LOCALIZER_TYPES))
     exclude_description: tuple[TextPattern, ...] = ()
     description: tuple[TextPattern, ...] = ()
     prefer_kernel: tuple[TextPattern, ...] = ()
@@ -105,7 +108,7 @@ class SeriesRule:
             modality=modality,
             body_part=patterns(data, "body_part"),
             min_slices=min_slices,
-            exclude_image_type=tuple(sorted(excluded | {"LOCALIZER"})),
+            exclude_image_type=tuple(sorted(excluded | LOCALIZER_TYPES)),
             exclude_description=patterns(data, "exclude_description"),
             description=patterns(data, "description"),
             prefer_kernel=patterns(data, "prefer_kernel"),
