@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from triage.analysis.head_ct import head_ct_rule  # noqa: E402
 from triage.analysis.preprocess import InputSpec, model_input  # noqa: E402
 from triage.synthetic.phantom import head_phantom, random_grid  # noqa: E402
 
@@ -457,13 +458,7 @@ def metadata(metrics: dict[str, Any]) -> dict[str, Any]:
 def triage_options(threshold: float) -> dict[str, Any]:
     return {
         "task": "classification",
-        "series": {
-            "modality": ["CT"],
-            "body_part": ["HEAD", "BRAIN"],
-            "min_slices": 16,
-            "exclude_image_type": ["LOCALIZER"],
-            "exclude_description": ["scout", "localizer", "topogram", "dose"],
-        },
+        "series": head_ct_rule(),
         "input": SPEC.as_dict(),
         "output": {"activation": "sigmoid", "index": 0},
         "finding": {"value": "1386000", "scheme": "SCT", "meaning": "Intracranial hemorrhage"},

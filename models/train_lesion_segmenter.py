@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from triage.analysis.head_ct import head_ct_rule  # noqa: E402
 from triage.analysis.inference import network_output, segmentation_score  # noqa: E402
 from triage.analysis.preprocess import InputSpec, model_input_with_affine  # noqa: E402
 from triage.analysis.selection import SeriesRule  # noqa: E402
@@ -473,13 +474,7 @@ def metadata(metrics: dict[str, Any]) -> dict[str, Any]:
 def triage_options(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "task": "segmentation",
-        "series": {
-            "modality": ["CT"],
-            "body_part": ["HEAD", "BRAIN"],
-            "min_slices": 16,
-            "exclude_image_type": ["LOCALIZER"],
-            "exclude_description": ["scout", "localizer", "topogram", "dose"],
-        },
+        "series": head_ct_rule(),
         "input": SPEC.as_dict(),
         "output": {"activation": "softmax", "index": 1},
         "segmentation": {

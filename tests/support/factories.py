@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    XRayRadiationDoseSRStorage,
+    generate_uid,
+)
 
+from triage.catalogue import SeriesSummary
+from triage.imaging.inspect import as_catalogued
 from triage.synthetic.phantom import head_phantom
 from triage.synthetic.series import ct_series
 
@@ -47,4 +56,134 @@ def todays_ct_study(tag: str, slices: int = 4, **overrides: Any) -> list[Dataset
         study_date=now.strftime("%Y%m%d"),
         study_time=now.strftime("%H%M%S"),
         **overrides,
+    )
+
+
+def vendor_ct_series(
+    study_uid: str,
+    number: int,
+    description: str,
+    kernel: str | Sequence[str],
+    *,
+    manufacturer: str,
+    thickness: float = 5.0,
+    slices: int = 20,
+    **overrides: Any,
+) -> list[Dataset]:
+    """A small axial head CT series of ``study_uid`` named as a scanner names its own: its
+    description, reconstruction kernel, slice thickness (also the slice step) and maker."""
+    return phantom_ct_series(
+        f"{study_uid}-{number}",
+        number,
+        (8, 8, slices),
+        (25.0, 25.0, thickness),
+        study_instance_uid=study_uid,
+        series_instance_uid=generate_uid(entropy_srcs=[study_uid, "series", str(number)]),
+        series_description=description,
+        series_number=number,
+        convolution_kernel=kernel,
+        manufacturer=manufacturer,
+        **overrides,
+    )
+
+
+def vendor_localizer(study_uid: str, number: int, description: str, manufacturer: str) -> Dataset:
+    """The scout of a study (ImageType ORIGINAL/PRIMARY/LOCALIZER), as the scanner names it."""
+    (ds,) = vendor_ct_series(
+        study_uid,
+        number,
+        description,
+        "",
+        manufacturer=manufacturer,
+        slices=1,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )
+    return ds
+
+
+def secondary_capture(
+    study_uid: str,
+    number: int,
+    description: str,
+    *,
+    manufacturer: str,
+    image_type: Sequence[str] = ("DERIVED", "SECONDARY"),
+    images: int = 1,
+) -> list[Dataset]:
+    """Screen captures stored as Secondary Capture with Modality CT, as scanners store their
+    dose screens and exam summaries: pixels, a CT modality, and no CT image geometry."""
+    datasets = vendor_ct_series(
+        study_uid, number, description, "", manufacturer=manufacturer, slices=images
+    )
+    for ds in datasets:
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        ds.ImageType = list(image_type)
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "ConvolutionKernel"):
+            delattr(ds, keyword)
+    return datasets
+
+
+def dose_report(study_uid: str, number: int = 997, modality: str = "SR") -> Dataset:
+    """A CT radiation dose report header (X-Ray Radiation Dose SR, no pixel data)."""
+    sop_uid = generate_uid(entropy_srcs=[study_uid, "dose report", str(number)])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = XRayRadiationDoseSRStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = XRayRadiationDoseSRStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[study_uid, "series", str(number)])
+    ds.SeriesNumber = number
+    ds.SeriesDescription = "Dose Report"
+    ds.Modality = modality
+    ds.PatientID = "PID-dose"
+    return ds
+
+
+def catalogued_series(datasets: Sequence[Dataset]) -> list[SeriesSummary]:
+    """The series of these instances as a node's catalogue holds them (what selection reads),
+    in the order their first instances come; keys are the SOP Instance UIDs."""
+    groups: dict[str, list[Dataset]] = {}
+    for ds in datasets:
+        groups.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    out = []
+    for members in groups.values():
+        summary, refused = as_catalogued(members, [str(ds.SOPInstanceUID) for ds in members])
+        assert summary is not None, refused
+        out.append(summary)
+    return out
+
+
+def series_summary(
+    number: str = "2",
+    images: int = 30,
+    *,
+    description: str = "Head 5mm",
+    kernel: str = "STANDARD",
+    thickness: float | None = 5.0,
+    agent: str = "",
+    sop_classes: tuple[str, ...] = (CTImageStorage,),
+    modality: str = "CT",
+    body_part: str = "HEAD",
+    image_types: tuple[str, ...] = ("ORIGINAL\\PRIMARY\\AXIAL",),
+    frames: int | None = None,
+) -> SeriesSummary:
+    """A series as the catalogue summarises it, without any instance behind it (for rules)."""
+    return SeriesSummary(
+        series_instance_uid=f"1.2.3.{number}",
+        modality=modality,
+        body_part=body_part,
+        series_description=description,
+        series_number=number,
+        image_types=image_types,
+        keys=tuple(f"raw/s/{number}/{n}.dcm" for n in range(images)),
+        sop_classes=sop_classes,
+        convolution_kernel=kernel,
+        slice_thickness=thickness,
+        contrast_agent=agent,
+        frames=frames,
     )

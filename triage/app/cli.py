@@ -107,7 +107,9 @@ def inspect(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show every series found and the volume the pipeline makes of it, or why it makes none."""
+    """Show every series found and the volume the pipeline makes of it, or why it makes none,
+    and which series each of the node's models would analyse and why not the others."""
+    from triage.app.inspect_models import model_choices, node_models
     from triage.app.inspect_view import inspection_lines
     from triage.imaging.inspect import inspect_keys, inspect_paths
     from triage.imaging.volume import AssemblyOptions
@@ -117,6 +119,8 @@ def inspect(
     files = [Path(p) for p in paths]
     if all(f.exists() for f in files):
         result = inspect_paths(files, options)
+        catalogued = [s.summary for s in result.series if s.summary is not None]
+        uncatalogued = [s for s in result.series if s.summary is None]
     elif len(paths) == 1 and not files[0].exists() and "/" not in paths[0]:
         from triage.catalogue import Catalogue
         from triage.store import open_store
@@ -130,13 +134,21 @@ def inspect(
             raise TriageError(unknown)
         store = open_store(settings.store)
         result = inspect_keys(store.get, [s.keys for s in series], options)
+        catalogued, uncatalogued = series, []
     else:
         missing = ", ".join(p for p, f in zip(paths, files, strict=True) if not f.exists())
         raise TriageError(f"no such file or folder: {missing}")
+    source, models = node_models(settings)
+    choices = model_choices(models, catalogued, uncatalogued)
     if as_json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        report = {
+            **result.as_dict(),
+            "models_from": source,
+            "models": [c.as_dict() for c in choices],
+        }
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    for line in inspection_lines(result):
+    for line in inspection_lines(result, source, choices):
         console.print(line, highlight=False, soft_wrap=True)
 
 

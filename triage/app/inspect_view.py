@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from rich.markup import escape
 
+from triage.app.inspect_models import ModelChoice, SeriesVerdict
 from triage.imaging.inspect import Inspection, SeriesReport
 from triage.imaging.volume import Geometry
 
@@ -44,6 +45,15 @@ def series_lines(report: SeriesReport) -> Iterator[str]:
     )
     if report.image_type:
         yield f"  image type {escape(chr(92).join(report.image_type))}"
+    if report.summary is not None and report.summary.modality.upper() in ("CT", "PT"):
+        s = report.summary
+        thickness = "unknown" if s.slice_thickness is None else f"{s.slice_thickness:g} mm"
+        yield (
+            f"  kernel {escape(s.convolution_kernel or '(none)')}, slice thickness {thickness}, "
+            f"contrast agent {escape(s.contrast_agent or '(none)')}"
+        )
+    for refusal in report.refused:
+        yield f"  [red]refused:[/] {escape(refusal)}"
     if report.volume is not None:
         yield from _geometry_lines(report.volume, "volume")
     for t, geometry in enumerate(report.time_points, start=1):
@@ -57,12 +67,45 @@ def series_lines(report: SeriesReport) -> Iterator[str]:
         yield f"  [yellow]warning:[/] {escape(warning)}"
 
 
-def inspection_lines(inspection: Inspection) -> Iterator[str]:
+def _series_label(verdict: SeriesVerdict) -> str:
+    number = f"series {escape(verdict.series_number or '?')}"
+    if verdict.series_description:
+        return f'{number} "{escape(verdict.series_description)}"'
+    return number
+
+
+def model_lines(source: str, choices: Sequence[ModelChoice]) -> Iterator[str]:
+    """Which series each model would choose, and why not each other one."""
+    yield f"[bold]Models[/] from {escape(source)}"
+    if not choices:
+        yield "  none: no series would be analysed"
+    for choice in choices:
+        m = choice.model
+        name = " ".join(
+            part for part in (m.name, m.version, f"({m.role})" if m.role else "") if part
+        )
+        if m.error:
+            yield f"  {escape(name)}: [red]options cannot be read:[/] {escape(m.error)}"
+            continue
+        if choice.chosen is not None:
+            yield f"  {escape(name)}: [green]would analyse {_series_label(choice.chosen)}[/]"
+        else:
+            yield f"  {escape(name)}: [yellow]would analyse no series (not analysed)[/]"
+        for verdict in choice.series:
+            if not verdict.chosen:
+                yield f"    not {_series_label(verdict)}: {escape(verdict.reason or '')}"
+
+
+def inspection_lines(
+    inspection: Inspection, source: str = "", choices: Sequence[ModelChoice] = ()
+) -> Iterator[str]:
     for report in inspection.series:
         yield from series_lines(report)
         yield ""
     for item in inspection.unreadable:
         yield f"[red]skipped[/] {escape(item.path)}: {escape(item.reason)}"
+    if source:
+        yield from model_lines(source, choices)
     volumes = sum(1 for s in inspection.series if s.volume is not None or s.time_points)
     yield (
         f"{len(inspection.series)} series ({volumes} with volume(s)), "

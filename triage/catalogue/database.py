@@ -92,6 +92,10 @@ class Series(Base):
     body_part: Mapped[str] = mapped_column(String(64), default="")
     series_description: Mapped[str] = mapped_column(String(128), default="")
     series_number: Mapped[str] = mapped_column(String(16), default="")
+    # what series selection rules read (triage.analysis.selection), from the first instance
+    convolution_kernel: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    slice_thickness: Mapped[float | None] = mapped_column(Float, nullable=True)
+    contrast_agent: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class Instance(Base):
@@ -102,6 +106,7 @@ class Instance(Base):
     sop_class_uid: Mapped[str] = mapped_column(String(64))
     transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
     image_type: Mapped[str] = mapped_column(String(128), default="")
+    frames: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     key: Mapped[str] = mapped_column(String(256))
     size: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -205,10 +210,17 @@ class InstanceRecord:
     patient_id: str = ""
     study_description: str = ""
     study_date: str = ""
+    convolution_kernel: str = ""
+    slice_thickness: float | None = None  # mm; None when absent or not a number
+    contrast_agent: str = ""
+    frames: int = 1
 
 
 @dataclass(frozen=True)
 class SeriesSummary:
+    """One series as series selection sees it: the header values of its first instance, the
+    ImageTypes and SOP classes of all of them, and their object store keys."""
+
     series_instance_uid: str
     modality: str
     body_part: str
@@ -216,6 +228,35 @@ class SeriesSummary:
     series_number: str
     image_types: tuple[str, ...]
     keys: tuple[str, ...]
+    sop_classes: tuple[str, ...] = ()  # () when not known: no rule on SOP classes applies
+    convolution_kernel: str = ""
+    slice_thickness: float | None = None
+    contrast_agent: str = ""
+    frames: int | None = None  # over all instances; None when not known: one per instance
+
+    @property
+    def images(self) -> int:
+        """How many images (frames) the series holds: what ``min_slices`` counts."""
+        return len(self.keys) if self.frames is None else self.frames
+
+    @classmethod
+    def of_records(cls, records: Sequence[InstanceRecord]) -> SeriesSummary:
+        """The summary of one series' instances as the receiver describes them (keys: theirs)."""
+        first = records[0]
+        return cls(
+            series_instance_uid=first.series_instance_uid,
+            modality=first.modality,
+            body_part=first.body_part,
+            series_description=first.series_description,
+            series_number=first.series_number,
+            image_types=tuple(sorted({r.image_type for r in records})),
+            keys=tuple(r.key for r in records),
+            sop_classes=tuple(sorted({r.sop_class_uid for r in records})),
+            convolution_kernel=first.convolution_kernel,
+            slice_thickness=first.slice_thickness,
+            contrast_agent=first.contrast_agent,
+            frames=sum(r.frames for r in records),
+        )
 
 
 @dataclass(frozen=True)
@@ -287,6 +328,10 @@ _ADDED_COLUMNS = (
     ("results", "role", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
     ("results", "details", "TEXT"),
     ("studies", "held_priority", "VARCHAR(32)"),
+    ("series", "convolution_kernel", "VARCHAR(64) NOT NULL DEFAULT ''"),
+    ("series", "slice_thickness", "FLOAT"),
+    ("series", "contrast_agent", "VARCHAR(64) NOT NULL DEFAULT ''"),
+    ("instances", "frames", "INTEGER NOT NULL DEFAULT 1"),
 )
 
 
@@ -464,6 +509,9 @@ class Catalogue:
                     body_part=rec.body_part,
                     series_description=rec.series_description,
                     series_number=rec.series_number,
+                    convolution_kernel=rec.convolution_kernel,
+                    slice_thickness=rec.slice_thickness,
+                    contrast_agent=rec.contrast_agent,
                 )
                 s.add(series)
                 s.flush()
@@ -474,6 +522,7 @@ class Catalogue:
                     sop_class_uid=rec.sop_class_uid,
                     transfer_syntax_uid=rec.transfer_syntax_uid,
                     image_type=rec.image_type,
+                    frames=rec.frames,
                     key=rec.key,
                     size=rec.size,
                     received_at=now,
@@ -553,9 +602,12 @@ class Catalogue:
             for series in s.scalars(select(Series).where(Series.study_id == study.id)):
                 instances = list(
                     s.execute(
-                        select(Instance.key, Instance.image_type).where(
-                            Instance.series_id == series.id
-                        )
+                        select(
+                            Instance.key,
+                            Instance.image_type,
+                            Instance.sop_class_uid,
+                            Instance.frames,
+                        ).where(Instance.series_id == series.id)
                     )
                 )
                 out.append(
@@ -567,6 +619,11 @@ class Catalogue:
                         series_number=series.series_number,
                         image_types=tuple(sorted({row.image_type for row in instances})),
                         keys=tuple(row.key for row in instances),
+                        sop_classes=tuple(sorted({row.sop_class_uid for row in instances})),
+                        convolution_kernel=series.convolution_kernel or "",
+                        slice_thickness=series.slice_thickness,
+                        contrast_agent=series.contrast_agent or "",
+                        frames=sum(int(row.frames or 1) for row in instances),
                     )
                 )
             return out

@@ -6,6 +6,7 @@ and assembly code), so what a user reads is what a model gets.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,9 +16,10 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from triage.attributes import readable_text
+from triage.catalogue import InstanceRecord, SeriesSummary
 from triage.errors import NotAVolumeError
 from triage.imaging.decode import stored_values, transfer_syntax
 from triage.imaging.volume import (
@@ -27,6 +29,7 @@ from triage.imaging.volume import (
     load_stack,
     plan_series,
 )
+from triage.receive.receiver import Rejected, describe_instance
 
 #: Values larger than this stay in the file until used (pixel data): a big folder fits in memory
 DEFER_SIZE = "16 KB"
@@ -50,6 +53,10 @@ class SeriesReport:
     time_points: list[Geometry] = field(default_factory=list)
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the series as the catalogue would hold it, what series selection reads (None when the
+    #: receiver would refuse every instance: ``refused`` says why)
+    summary: SeriesSummary | None = None
+    refused: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +74,10 @@ class SeriesReport:
             "time_points": [g.as_dict() for g in self.time_points],
             "reason": self.reason,
             "warnings": self.warnings,
+            "convolution_kernel": self.summary.convolution_kernel if self.summary else "",
+            "slice_thickness": self.summary.slice_thickness if self.summary else None,
+            "contrast_agent": self.summary.contrast_agent if self.summary else "",
+            "refused": self.refused,
         }
 
 
@@ -119,6 +130,7 @@ def inspect_series(
         instances=len(datasets),
         frames=sum(int(readable_text(ds, "NumberOfFrames") or 1) for ds in datasets),
     )
+    report.summary, report.refused = as_catalogued(datasets, names)
     try:
         stacks = plan_series(datasets, options, names)
         volumes = [load_stack(stack, report.series_instance_uid, options) for stack in stacks]
@@ -136,6 +148,27 @@ def inspect_series(
         )
         report.time_points = [v.geometry for v in volumes]
     return report
+
+
+def as_catalogued(
+    datasets: Sequence[Dataset], names: Sequence[str]
+) -> tuple[SeriesSummary | None, list[str]]:
+    """The series as the receiver would catalogue it (keys: ``names``), and why it would refuse
+    any of its instances; None when it would refuse them all.
+
+    What `triage inspect` and `triage models evaluate` show of series selection is then what a
+    node's selection sees.
+    """
+    records: list[InstanceRecord] = []
+    refused: list[str] = []
+    for ds, name in zip(datasets, names, strict=True):
+        try:
+            record = describe_instance(ds, transfer_syntax(ds) or ImplicitVRLittleEndian, 0)
+        except Rejected as exc:
+            refused.append(f"{name}: the receiver refuses it (0x{exc.status:04X}): {exc.reason}")
+            continue
+        records.append(dataclasses.replace(record, key=name))
+    return (SeriesSummary.of_records(records) if records else None), refused
 
 
 def _undecodable(datasets: Sequence[Dataset], names: Sequence[str]) -> list[str]:

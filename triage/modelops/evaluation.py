@@ -33,6 +33,7 @@ from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.selection import select_series
 from triage.catalogue import SeriesSummary
 from triage.errors import ModelError, NotAVolumeError, TriageError
+from triage.imaging.inspect import as_catalogued
 from triage.imaging.volume import AssemblyOptions, load_files
 from triage.modelops.bundle import TriageModel
 from triage.modelops.metrics import (
@@ -129,8 +130,11 @@ def read_labels(dataset: Path, labels: Path | None = None) -> list[LabelledStudy
 
 
 def study_series(folder: Path) -> list[SeriesSummary]:
-    """The series of a study folder as the catalogue would describe them (keys: file paths)."""
-    by_series: dict[str, list[tuple[str, pydicom.Dataset]]] = {}
+    """The series of a study folder as the catalogue would describe them (keys: file paths).
+
+    A file the receiver would refuse is left out: it never reaches a node's catalogue either.
+    """
+    by_series: dict[str, tuple[list[pydicom.Dataset], list[str]]] = {}
     for dirpath, _dirs, files in os.walk(folder):
         for name in sorted(files):
             path = os.path.join(dirpath, name)
@@ -140,24 +144,11 @@ def study_series(folder: Path) -> list[SeriesSummary]:
                 continue  # not DICOM (a README, a thumbnail): not part of the study
             uid = str(ds.get("SeriesInstanceUID", ""))
             if uid:
-                by_series.setdefault(uid, []).append((path, ds))
-    out = []
-    for uid, items in by_series.items():
-        first = items[0][1]
-        out.append(
-            SeriesSummary(
-                series_instance_uid=uid,
-                modality=str(first.get("Modality", "")),
-                body_part=str(first.get("BodyPartExamined", "")),
-                series_description=str(first.get("SeriesDescription", "")),
-                series_number=str(first.get("SeriesNumber", "")),
-                image_types=tuple(
-                    sorted({"\\".join(map(str, ds.get("ImageType", []))) for _, ds in items})
-                ),
-                keys=tuple(path for path, _ in items),
-            )
-        )
-    return out
+                datasets, paths = by_series.setdefault(uid, ([], []))
+                datasets.append(ds)
+                paths.append(path)
+    summaries = [as_catalogued(datasets, paths)[0] for datasets, paths in by_series.values()]
+    return [s for s in summaries if s is not None]
 
 
 def score_study(

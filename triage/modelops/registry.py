@@ -489,7 +489,7 @@ def _summary(bundle: Bundle) -> dict[str, Any]:
         "positive_priority": o.positive_priority.value,
         "series": {
             "modality": list(o.rule.modality),
-            "body_part": list(o.rule.body_part),
+            "body_part": [p.text for p in o.rule.body_part],
             "min_slices": o.rule.min_slices,
         },
         "input": o.input.as_dict(),

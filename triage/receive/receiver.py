@@ -26,7 +26,13 @@ from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from triage.attributes import text_value
+from triage.attributes import (
+    contrast_agent,
+    frame_value,
+    positive_number,
+    readable_text,
+    text_value,
+)
 from triage.catalogue import Catalogue, InstanceRecord
 from triage.config import AllowedAE, Settings
 from triage.dimse import (
@@ -93,6 +99,7 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
     if bad:
         raise Rejected(DATASET_DOES_NOT_MATCH, f"invalid UID in {', '.join(bad)}")
     check_pixel_data(ds, transfer_syntax)
+    kernel = frame_value(ds, "CTReconstructionSequence", "ConvolutionKernel")
     try:
         return InstanceRecord(
             study_instance_uid=uids["StudyInstanceUID"],
@@ -114,6 +121,13 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
             patient_id=text_value(ds, "PatientID")[:64],
             study_description=text_value(ds, "StudyDescription")[:128],
             study_date=text_value(ds, "StudyDate")[:8],
+            # what series selection reads; an odd value reads as absent, never as a refusal
+            convolution_kernel=kernel[:64],
+            slice_thickness=positive_number(
+                frame_value(ds, "PixelMeasuresSequence", "SliceThickness")
+            ),
+            contrast_agent=contrast_agent(ds)[:64],
+            frames=min(int(positive_number(readable_text(ds, "NumberOfFrames")) or 1), 2**31 - 1),
         )
     except StorageError as exc:
         raise Rejected(DATASET_DOES_NOT_MATCH, str(exc)) from exc

@@ -51,6 +51,10 @@ def ct_series(
     orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
     instance_uid_prefix: str | None = None,
     frame_of_reference_uid: str | None = None,
+    convolution_kernel: str | Sequence[str] = "STANDARD",
+    slice_thickness: float | None = None,
+    contrast_agent: str | None = None,
+    manufacturer: str = MANUFACTURER,
 ) -> list[Dataset]:
     """One CT instance per slice of ``hu`` (columns, rows, slices), in slice order.
 
@@ -59,6 +63,11 @@ def ct_series(
     cross product. ``origin`` is the ImagePositionPatient of the first slice; by default the
     volume is centred on the patient origin. The frame of reference derives from the study, so
     a localizer made for the same study shares it.
+
+    ``convolution_kernel`` (one value, or several as Siemens writes "Hr38\\3"),
+    ``slice_thickness`` (default: the slice step), ``contrast_agent`` (ContrastBolusAgent; none
+    by default) and ``manufacturer`` let a series be named as a given scanner names its own,
+    for the series selection rules.
     """
     hu = np.asarray(hu)
     if hu.ndim != 3:
@@ -98,8 +107,14 @@ def ct_series(
         ds.ImagePositionPatient = [_ds_number(x) for x in position]
         ds.ImageOrientationPatient = [_ds_number(x) for x in (*row_dir, *col_dir)]
         ds.PixelSpacing = [_ds_number(sy), _ds_number(sx)]
-        ds.SliceThickness = _ds_number(abs(sz))
+        ds.SliceThickness = _ds_number(abs(sz) if slice_thickness is None else slice_thickness)
         ds.SpacingBetweenSlices = _ds_number(abs(sz))
+        ds.ConvolutionKernel = (
+            convolution_kernel if isinstance(convolution_kernel, str) else list(convolution_kernel)
+        )
+        ds.Manufacturer = manufacturer
+        if contrast_agent is not None:
+            ds.ContrastBolusAgent = contrast_agent
         ds.SliceLocation = _ds_number(float(np.dot(position, normal)))
         ds.WindowCenter = "40"
         ds.WindowWidth = "80"

@@ -54,8 +54,9 @@ def test_rule_from_dict_normalises_and_always_excludes_localizers() -> None:
     assert rule.modality == ("CT",)
     assert rule.body_part == ()
     assert rule.min_slices == 16
-    assert rule.exclude_image_type == ("DERIVED", "LOCALIZER")
-    assert SeriesRule.from_dict({}).exclude_image_type == ("LOCALIZER",)
+    localizers = ("LOCALIZER", "SCANOGRAM", "SCOUT", "SURVIEW", "TOPOGRAM")
+    assert rule.exclude_image_type == ("DERIVED", *localizers)
+    assert SeriesRule.from_dict({}).exclude_image_type == localizers
 
 
 @pytest.mark.parametrize(
