@@ -65,17 +65,26 @@ def store_datasets(
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout
-    contexts: dict[str, set[str]] = {}
+    # An acceptor accepts one transfer syntax per presentation context, so a data set kept in a
+    # compressed syntax gets a context of its own with just that syntax (it is sent as it is,
+    # never converted); uncompressed ones share a context offering both little endian forms.
+    contexts: dict[tuple[str, tuple[str, ...]], None] = {}
+    native = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
     for ds in datasets:
-        syntaxes = contexts.setdefault(str(ds.SOPClassUID), set())
-        syntaxes.update({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
         file_meta = getattr(ds, "file_meta", None)
-        if file_meta is not None and "TransferSyntaxUID" in file_meta:
-            syntaxes.add(str(file_meta.TransferSyntaxUID))
+        syntax = (
+            str(file_meta.TransferSyntaxUID)
+            if file_meta and "TransferSyntaxUID" in file_meta
+            else ""
+        )
+        offered = native if syntax in ("", *native) else (syntax,)
+        contexts[(str(ds.SOPClassUID), offered)] = None
     if len(contexts) > 128:
-        raise DeliveryError("too many SOP classes for one association")
-    for sop_class, syntaxes in contexts.items():
-        ae.add_requested_context(sop_class, sorted(syntaxes))
+        raise DeliveryError(
+            "too many SOP class and transfer syntax pairs for one association (over 128)"
+        )
+    for sop_class, syntaxes in contexts:
+        ae.add_requested_context(sop_class, list(syntaxes))
     try:
         tls_args = None if tls is None else (tls, node.host)
         assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
@@ -101,9 +110,9 @@ def store_datasets(
                 status = assoc.send_c_store(ds)
             except (ValueError, RuntimeError) as exc:
                 log.error("C-STORE could not be sent: %s", exc)
-                statuses.append(0xFFFF)
+                statuses.append(NO_STATUS)
                 continue
-            code = int(status.Status) if status and "Status" in status else 0xFFFF
+            code = int(status.Status) if status and "Status" in status else NO_STATUS
             statuses.append(code)
             if not assoc.is_established:
                 break

@@ -10,12 +10,17 @@ from support.paths import require
 
 
 def storescu(
-    folder: Path, port: int, called: str = "TRIAGE", calling: str = "MODALITY"
+    folder: Path,
+    port: int,
+    called: str = "TRIAGE",
+    calling: str = "MODALITY",
 ) -> subprocess.CompletedProcess[str]:
-    """Send every file under ``folder`` in one association, as a modality would."""
+    """Send every file under ``folder`` in one association, as a modality would (verbose: a
+    failed test shows each status)."""
     exe = require("storescu")
     return subprocess.run(
-        [exe, "-aet", calling, "-aec", called, "+sd", "+r", "127.0.0.1", str(port), str(folder)],
+        [exe, "-v", "-aet", calling, "-aec", called, "+sd", "+r", "127.0.0.1"]
+        + [str(port), str(folder)],
         capture_output=True,
         text=True,
         timeout=120,

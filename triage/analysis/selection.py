@@ -142,6 +142,18 @@ class SeriesRule:
             return f"{series.images} images, fewer than {self.min_slices}"
         return None
 
+    def applies_to(self, series: Sequence[SeriesSummary]) -> bool:
+        """Whether the study is of the model's kind: some series holds images of its modality
+        and body part (a blank body part does not exclude). A model that applies but finds no
+        series it can use says why the study was not analysed; one that does not apply (a head
+        CT model on an MR or a chest study) has nothing to say about it."""
+        return any(
+            self._not_an_image(s) is None
+            and self._other_modality(s) is None
+            and self._other_body_part(s) is None
+            for s in series
+        )
+
     def _not_an_image(self, series: SeriesSummary) -> str | None:
         if not series.sop_classes:
             return None  # not known (a summary made without them): nothing to check

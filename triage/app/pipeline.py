@@ -45,6 +45,8 @@ class Assignment:
     reason: str = ""
     model_version: str = ""
     role: str = "active"
+    #: the study is of the model's kind (`SeriesRule.applies_to`)
+    applies: bool = True
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Analysis:
     model_version: str = ""
     #: the series the model looked at (analysed, or tried and failed on)
     series_instance_uid: str | None = None
+    #: the study is of the model's kind: when it fails, it says why in the PACS
+    applies: bool = True
 
 
 def plan_study(svc: Services, study_uid: str) -> list[Assignment]:
@@ -79,6 +83,7 @@ def _plan(svc: Services, study_uid: str, models: list[TriageModel]) -> list[Assi
                 reason,
                 model.version,
                 model.role,
+                applies=series is not None or model.rule.applies_to(candidates),
             )
         )
     return plan
@@ -88,6 +93,7 @@ def analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
     """Assemble the series, run the model, turn its probability into a priority."""
     analysis = _analyse(svc, study_uid, assignment)
     analysis.role = assignment.role
+    analysis.applies = assignment.applies
     if assignment.role == SHADOW:
         if analysis.result is None and analysis.reason:
             # nothing else reports it: a shadow model never makes a study *not analysed*
@@ -189,6 +195,9 @@ def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPla
             for a in analysed
         ]
     else:
+        # each model the study is meant for says why it could not analyse it; when none is
+        # (a study of another kind, no model active) the node says so, with every reason
+        failed = [a for a in active if a.model_name and a.applies]
         outcomes = [
             ChainOutcome(
                 a.model_name,
@@ -198,13 +207,18 @@ def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPla
                 finding=_finding_of(svc, a),
                 series_instance_uid=a.series_instance_uid,
             )
-            if a.model_name
-            else ChainOutcome(NODE_CHAIN, reason=a.reason)
-            for a in active
-        ]
+            for a in failed
+        ] or [ChainOutcome(NODE_CHAIN, reason=_node_reason(active))]
     return write_documents(
         svc.store, svc.catalogue, svc.settings, study_uid, outcomes, software_version=__version__
     )
+
+
+def _node_reason(active: list[Analysis]) -> str:
+    reasons = [f"{a.model_name}: {a.reason}" if a.model_name else a.reason for a in active]
+    models = [a for a in active if a.model_name]
+    lead = "no active model applies to this study" if models else ""
+    return "; ".join(r for r in [lead, *reasons] if r) or "no active model on this node"
 
 
 def _finding_of(svc: Services, analysis: Analysis) -> Any:
