@@ -10,10 +10,12 @@ differentiable network (`TriageModel.network`), MONAI bundle or TorchScript. The
 a Key Object Selection are the source slices nearest to it
 (`triage.analysis.source_slices.key_images`).
 
-This is a pointer for the radiologist's eye, not a segmentation: on the shipped
-``ich_classifier`` and synthetic head phantoms it lands within the lesion's radius of the
-lesion centre and the nearest source slice crosses the lesion
-(tests/unit/analysis/test_saliency.py checks it).
+This is a pointer for the radiologist's eye, not a segmentation. Measured with the shipped
+``ich_classifier`` on 38 fresh synthetic head phantoms it found (random grids, lesions of 3-20
+mm radius): median 5.1 mm from the lesion centre, 90% within 13 mm, 34 of 38 within the
+lesion's radius with the nearest source slice crossing the lesion; the other 4 pointed 13-48 mm
+away, at structures the classifier also weighs (tests/unit/analysis/test_saliency.py checks
+eight of them).
 """
 
 from __future__ import annotations

