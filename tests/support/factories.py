@@ -9,7 +9,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from triage.synthetic.phantom import Phantom, head_phantom
+from triage.synthetic.phantom import head_phantom
 from triage.synthetic.series import ct_series
 
 
@@ -32,17 +32,18 @@ def lesion_ct_series(
     spacing: tuple[float, float, float] = (4.0, 4.0, 5.0),
     lesion_radius_mm: float = 12.0,
     **overrides: Any,
-) -> tuple[Phantom, list[Dataset]]:
-    """A head phantom with a lesion (it knows where: `Phantom.lesion`, `Phantom.lesion_mask`)
-    and its CT series; slice k of the series is ``phantom.hu[:, :, k]``, its pixel (row j,
-    column i) is voxel (i, j, k), and ``phantom.affine_lps`` places both."""
+) -> tuple[Any, list[Dataset]]:
+    """A head phantom with a lesion (a `triage.synthetic.phantom.Phantom`: it knows where, in
+    ``lesion`` and ``lesion_mask``) and its CT series; slice k of the series is
+    ``phantom.hu[:, :, k]``, its pixel (row j, column i) is voxel (i, j, k), and
+    ``phantom.affine_lps`` places both."""
     phantom = head_phantom(
         np.random.default_rng(seed), shape, spacing, True, lesion_radius_mm=lesion_radius_mm
     )
     return phantom, _series(phantom, tag, seed, overrides)
 
 
-def _series(phantom: Phantom, tag: str, seed: int, overrides: dict[str, Any]) -> list[Dataset]:
+def _series(phantom: Any, tag: str, seed: int, overrides: dict[str, Any]) -> list[Dataset]:
     attrs: dict[str, Any] = {
         "study_instance_uid": generate_uid(entropy_srcs=[tag, "study", str(seed)]),
         "series_instance_uid": generate_uid(entropy_srcs=[tag, "series", str(seed)]),
