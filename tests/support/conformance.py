@@ -41,3 +41,18 @@ def documented_codes() -> set[tuple[str, str]]:
             else:
                 out.add((value, scheme))
     return out
+
+
+def all_codes_in(ds: Dataset) -> set[tuple[str, str]]:
+    """Every coded entry anywhere in the data set (any sequence item with CodeValue and
+    CodingSchemeDesignator): the codes of a SEG or KOS outside its content tree too."""
+    found: set[tuple[str, str]] = set()
+    for element in ds:
+        if element.VR != "SQ":
+            continue
+        for item in element.value:
+            value = item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue")
+            if value and "CodingSchemeDesignator" in item:
+                found.add((str(value), str(item.CodingSchemeDesignator)))
+            found |= all_codes_in(item)
+    return found

@@ -31,6 +31,28 @@ def phantom_ct_series(
 ) -> list[Dataset]:
     """A head phantom without lesion as a CT series; UIDs derive from (tag, seed) unless given."""
     phantom = head_phantom(np.random.default_rng(seed), shape, spacing, False)
+    return _series(phantom, tag, seed, overrides)
+
+
+def lesion_ct_series(
+    tag: str,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (48, 48, 12),
+    spacing: tuple[float, float, float] = (4.0, 4.0, 5.0),
+    lesion_radius_mm: float = 12.0,
+    **overrides: Any,
+) -> tuple[Any, list[Dataset]]:
+    """A head phantom with a lesion (a `triage.synthetic.phantom.Phantom`: it knows where, in
+    ``lesion`` and ``lesion_mask``) and its CT series; slice k of the series is
+    ``phantom.hu[:, :, k]``, its pixel (row j, column i) is voxel (i, j, k), and
+    ``phantom.affine_lps`` places both."""
+    phantom = head_phantom(
+        np.random.default_rng(seed), shape, spacing, True, lesion_radius_mm=lesion_radius_mm
+    )
+    return phantom, _series(phantom, tag, seed, overrides)
+
+
+def _series(phantom: Any, tag: str, seed: int, overrides: dict[str, Any]) -> list[Dataset]:
     attrs: dict[str, Any] = {
         "study_instance_uid": generate_uid(entropy_srcs=[tag, "study", str(seed)]),
         "series_instance_uid": generate_uid(entropy_srcs=[tag, "series", str(seed)]),

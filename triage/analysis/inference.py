@@ -3,8 +3,9 @@ finding's probability from a classifier's output or from a segmentation mask."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,11 +22,19 @@ _CPU_OUT_OF_MEMORY = re.compile(r"can't allocate memory: you tried to allocate (
 @dataclass(frozen=True)
 class Score:
     """A model's verdict on one input: the probability of its finding and, for a segmentation
-    model that found a lesion, the lesion's volume and centre (LPS mm, patient coordinates)."""
+    model that found a lesion, the lesion's volume and centre (LPS mm, patient coordinates).
+
+    A segmentation model's verdict also keeps the lesion itself, so that a DICOM Segmentation
+    can show it: ``lesion_mask`` is a bool array on the model input grid (all False when no
+    voxel reached the threshold) and ``mask_affine_lps`` maps its voxel indices to LPS mm
+    (`triage.analysis.source_slices.mask_on_source_slices` puts it on the source slices).
+    """
 
     probability: float
     lesion_volume_ml: float | None = None
     lesion_centre_lps: tuple[float, float, float] | None = None
+    lesion_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    mask_affine_lps: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def probability(model: TriageModel, x: torch.Tensor, device: torch.device) -> float:
@@ -44,7 +53,7 @@ def score(
     out = network_output(model, x, device)
     if model.task == "segmentation":
         assert model.segmentation is not None
-        return segmentation_score(
+        verdict = segmentation_score(
             out,
             tuple(x.shape[2:]),
             model.activation,
@@ -53,41 +62,63 @@ def score(
             np.eye(4) if affine_lps is None else affine_lps,
             model.name,
         )
+        if affine_lps is None:  # the mask's place in the patient is unknown
+            return dataclasses.replace(verdict, mask_affine_lps=None)
+        return verdict
     return Score(classification_probability(out, model.activation, model.output_index, model.name))
 
 
 def network_output(model: TriageModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The network's raw output on ``x``: whole, or by sliding window when the model says so."""
+    # loaded outside inference mode: weights made in it could never take part in a gradient
+    # (the key point of a classifier, `triage.analysis.saliency`)
+    model.network(device)
+    with torch.inference_mode():
+        return run_network(model, x, device)
+
+
+def run_network(model: TriageModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`network_output` in the caller's autograd mode: a saliency needs the gradients."""
     network = model.network(device)
     try:
-        with torch.inference_mode():
-            if model.sliding_window is not None:
-                window = model.sliding_window
-                out = sliding_window_inference(
-                    x,
-                    roi_size=window.roi_size,
-                    sw_batch_size=window.sw_batch_size,
-                    predictor=network,
-                    overlap=window.overlap,
-                    mode=window.mode,
-                )
-            else:
-                out = network(x)
-    except torch.OutOfMemoryError as exc:
-        raise ModelError(f"model {model.name} ran out of memory on {device}") from exc
-    except RuntimeError as exc:
-        asked = _CPU_OUT_OF_MEMORY.search(str(exc))
-        if asked:
-            raise ModelError(
-                f"model {model.name} ran out of memory on {device} (it asked for "
-                f"{int(asked[1]) / 2**30:.1f} GiB at once)"
-            ) from exc
-        raise ModelError(f"model {model.name} failed on this input: {exc}") from exc
+        if model.sliding_window is not None:
+            window = model.sliding_window
+            out = sliding_window_inference(
+                x,
+                roi_size=window.roi_size,
+                sw_batch_size=window.sw_batch_size,
+                predictor=network,
+                overlap=window.overlap,
+                mode=window.mode,
+            )
+        else:
+            out = network(x)
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        raise model_failure(model.name, device, exc) from exc
+    return main_output(out, model.name)
+
+
+def model_failure(name: str, device: torch.device, exc: RuntimeError) -> ModelError:
+    """The error to raise when running model ``name`` failed: out of memory said as such."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return ModelError(f"model {name} ran out of memory on {device}")
+    asked = _CPU_OUT_OF_MEMORY.search(str(exc))
+    if asked:
+        return ModelError(
+            f"model {name} ran out of memory on {device} (it asked for "
+            f"{int(asked[1]) / 2**30:.1f} GiB at once)"
+        )
+    return ModelError(f"model {name} failed on this input: {exc}")
+
+
+def main_output(out: object, name: str = "model") -> torch.Tensor:
+    """The one tensor a network's forward() gave (the first of several, as deep supervision
+    gives them); a ModelError when it gave none."""
     if isinstance(out, tuple | list) and out and isinstance(out[0], torch.Tensor):
         out = out[0]  # networks with deep supervision return the main output first
     if not isinstance(out, torch.Tensor):
         raise ModelError(
-            f"model {model.name} returned {type(out).__name__}, not a tensor: triage needs "
+            f"model {name} returned {type(out).__name__}, not a tensor: triage needs "
             "a network whose forward() returns one tensor"
         )
     return out
@@ -120,12 +151,13 @@ def segmentation_score(
     affine_lps: np.ndarray,
     name: str = "model",
 ) -> Score:
-    """The finding's probability, lesion volume and centre from a segmentation output.
+    """The finding's probability, lesion volume, centre and mask from a segmentation output.
 
     ``out`` is (1, C, X, Y, Z) over the input grid. The lesion is the connected region of
     voxels of channel ``index`` at or above the voxel threshold that holds the most probable
     voxel; its volume scores it (``lesion_volume``), or the most probable voxel does
-    (``max_probability``).
+    (``max_probability``). The region itself comes back as ``lesion_mask`` (X, Y, Z) with
+    ``affine_lps`` as its ``mask_affine_lps``.
     """
     if out.ndim != 5 or tuple(out.shape[2:]) != tuple(input_size):
         raise ModelError(
@@ -145,7 +177,7 @@ def segmentation_score(
     else:
         probs = logits[index]
     peak = _probability(float(probs.max().cpu()), name)
-    lesion = _region_around_peak(probs, settings.voxel_threshold)
+    lesion = region_around_peak(probs, settings.voxel_threshold)
     voxels = int(lesion.sum())
     if voxels == 0:
         volume_ml = 0.0
@@ -160,23 +192,31 @@ def segmentation_score(
         value = volume_ml / (volume_ml + settings.half_volume_ml)
     else:
         value = peak
-    return Score(value, volume_ml, centre)
+    mask = lesion.cpu().numpy().astype(bool, copy=False)
+    affine = np.array(affine_lps, dtype=np.float64)  # a copy: the caller's array may change
+    return Score(value, volume_ml, centre, lesion_mask=mask, mask_affine_lps=affine)
 
 
-def _region_around_peak(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+def region_around_peak(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     """Voxels >= threshold connected (26-neighbourhood) to the most probable voxel."""
     mask = probs >= threshold
     if not bool(mask.any()):
         return mask
-    region = torch.zeros_like(probs)
-    region.view(-1)[int(torch.argmax(probs))] = 1.0
-    inside = mask.to(probs.dtype)
+    # grown within the box that holds every voxel >= threshold: the same region, less work
+    found = torch.nonzero(mask)
+    low, high = found.min(dim=0).values, found.max(dim=0).values + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    inside = mask[box].to(probs.dtype)
+    region = torch.zeros_like(inside)
+    region.view(-1)[int(torch.argmax(probs[box]))] = 1.0
     count = 1
     while True:  # grow by one voxel a step; stops when the region no longer grows
         grown = torch.nn.functional.max_pool3d(region[None, None], 3, 1, 1)[0, 0] * inside
         grown_count = int(grown.sum())
         if grown_count == count:
-            return grown > 0
+            out = torch.zeros_like(mask)
+            out[box] = grown > 0
+            return out
         region, count = grown, grown_count
 
 
