@@ -44,6 +44,10 @@ class ModelResult:
     #: what a segmentation model adds: the lesion's volume (mL) and centre (LPS mm)
     lesion_volume_ml: float | None = None
     lesion_centre_lps: tuple[float, float, float] | None = None
+    #: a positive finding's evidence: where it is (LPS mm; a classifier's most salient point,
+    #: a segmentation model's lesion centre) and the object-store key of the lesion mask
+    key_point_lps: tuple[float, float, float] | None = None
+    lesion_mask_key: str | None = None
 
     @property
     def positive(self) -> bool:

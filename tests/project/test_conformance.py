@@ -1,20 +1,26 @@
 """The conformance statement lists every code in every object the node writes: a result SR, a
-revision of it, the document that says a study was not analysed (by a model, by the node)."""
+revision of it, the document that says a study was not analysed (by a model, by the node), and
+the key object selection and segmentation of a positive finding."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from support.conformance import codes_in, documented_codes
-from support.factories import phantom_ct_series
+from support.factories import lesion_ct_series, phantom_ct_series
 
+from triage.analysis.evidence import keep_lesion
 from triage.report import codes as report_codes
+from triage.report.companions import companions, key_images_of
 from triage.report.revisions import DocumentRef, Revision, not_analysed_fingerprint
 from triage.report.sr import build_not_analysed_sr, build_triage_sr
 from triage.results import ModelResult, Priority
+from triage.store import LocalStore
 
 HEADERS = phantom_ct_series(
     "test_conformance",
@@ -35,6 +41,43 @@ def _result(p: float, priority: Priority, **lesion: object) -> ModelResult:
         "1.2.3.4.5",
         **lesion,  # type: ignore[arg-type]
     )
+
+
+def _companions() -> dict[str, Dataset]:
+    """The KOS and SEG of a segmentation model's positive finding, made as the pipeline makes
+    them (`triage.report.companions`)."""
+    phantom, headers = lesion_ct_series("test_conformance_companions", shape=(32, 32, 8))
+    series = str(headers[0].SeriesInstanceUID)
+    study = str(headers[0].StudyInstanceUID)
+    centre = tuple(float(v) for v in headers[4].ImagePositionPatient)
+    with tempfile.TemporaryDirectory() as folder:
+        store = LocalStore(Path(folder))
+        key = keep_lesion(store, study, "seg", phantom.lesion_mask, phantom.affine_lps)
+        result = ModelResult(
+            "seg",
+            "1.0.0",
+            codes.SCT.IntracranialHemorrhage,
+            0.9,
+            0.5,
+            Priority.URGENT,
+            series,
+            lesion_volume_ml=2.0,
+            lesion_centre_lps=centre,  # type: ignore[arg-type]
+            key_point_lps=centre,  # type: ignore[arg-type]
+            lesion_mask_key=key,
+        )
+        revision = Revision("seg", 1, "c" * 64, datetime.now())
+        made = companions(
+            store,
+            study,
+            result,
+            headers,
+            key_images_of(result, headers),
+            revision,
+            software_version="t",
+        )
+    assert set(made) == {"kos", "seg"}
+    return {"key object selection": made["kos"], "segmentation": made["seg"]}
 
 
 def _objects() -> dict[str, Dataset]:
@@ -73,6 +116,7 @@ def _objects() -> dict[str, Dataset]:
             revision=Revision("", 1, not_analysed_fingerprint("", "", "x"), datetime.now()),
             software_version="t",
         ),
+        **_companions(),
     }
 
 

@@ -11,24 +11,6 @@ from support.paths import PROJECT_ROOT
 DOC = PROJECT_ROOT / "docs" / "conformance.md"
 
 
-def codes_in(ds: Dataset) -> set[tuple[str, str]]:
-    """Every code anywhere in the object: each item of every *CodeSequence, at any depth (the
-    content tree, the SEG's segment descriptions, the KOS title, the evidence...)."""
-    found: set[tuple[str, str]] = set()
-    for element in ds:
-        if element.VR != "SQ":
-            continue
-        for item in element.value:
-            if element.keyword.endswith("CodeSequence"):
-                value = (
-                    item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue")
-                )
-                if value is not None:
-                    found.add((str(value), str(item.get("CodingSchemeDesignator", ""))))
-            found |= codes_in(item)
-    return found
-
-
 def documented_codes() -> set[tuple[str, str]]:
     text = DOC.read_text()
     rows = re.findall(r"^\| ([^|]+) \| ([A-Z0-9]+) \|", text, flags=re.M)
@@ -43,9 +25,10 @@ def documented_codes() -> set[tuple[str, str]]:
     return out
 
 
-def all_codes_in(ds: Dataset) -> set[tuple[str, str]]:
-    """Every coded entry anywhere in the data set (any sequence item with CodeValue and
-    CodingSchemeDesignator): the codes of a SEG or KOS outside its content tree too."""
+def codes_in(ds: Dataset) -> set[tuple[str, str]]:
+    """Every coded entry anywhere in the object (any sequence item with a code value and a
+    coding scheme): the content tree of an SR or KOS, a SEG's segment descriptions, and what
+    highdicom adds outside them (contributing equipment, purposes of reference...)."""
     found: set[tuple[str, str]] = set()
     for element in ds:
         if element.VR != "SQ":
@@ -54,5 +37,5 @@ def all_codes_in(ds: Dataset) -> set[tuple[str, str]]:
             value = item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue")
             if value and "CodingSchemeDesignator" in item:
                 found.add((str(value), str(item.CodingSchemeDesignator)))
-            found |= all_codes_in(item)
+            found |= codes_in(item)
     return found

@@ -13,6 +13,7 @@ never make a study *not analysed*.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from typing import Any
 import torch
 
 from triage import __version__
-from triage.analysis.inference import score
+from triage.analysis.evidence import keep_lesion
+from triage.analysis.inference import Score, score
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.priority import priority_for, study_priority
+from triage.analysis.saliency import key_point
 from triage.analysis.selection import select_series
 from triage.app.services import Services
 from triage.errors import ModelError, NotAVolumeError, StorageError
@@ -159,6 +162,8 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         lesion_volume_ml=verdict.lesion_volume_ml,
         lesion_centre_lps=verdict.lesion_centre_lps,
     )
+    if result.positive and assignment.role != SHADOW:
+        result = _with_evidence(svc, study_uid, model, result, verdict, x, affine)
     log.info(
         "model %s %s (%s): p=%.3f -> %s (%.2fs)",
         model.name,
@@ -176,6 +181,39 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         model_version=model.version,
         series_instance_uid=volume.series_instance_uid,
     )
+
+
+def _with_evidence(
+    svc: Services,
+    study_uid: str,
+    model: TriageModel,
+    result: ModelResult,
+    verdict: Score,
+    x: torch.Tensor,
+    affine: Any,
+) -> ModelResult:
+    """Where a positive finding is, for what a viewer shows (the key slice, the lesion): a
+    segmentation model's lesion mask kept in the store, a classifier's most salient point.
+    Without it the result still goes out; only the KOS or SEG is left out."""
+    if verdict.lesion_mask is not None and verdict.mask_affine_lps is not None:
+        if not verdict.lesion_mask.any():
+            return result
+        try:
+            key = keep_lesion(
+                svc.store, study_uid, model.name, verdict.lesion_mask, verdict.mask_affine_lps
+            )
+        except StorageError as exc:
+            log.warning("the lesion of %s is not kept for its SEG: %s", model.name, exc)
+            return result
+        return dataclasses.replace(
+            result, lesion_mask_key=key, key_point_lps=verdict.lesion_centre_lps
+        )
+    try:
+        point = key_point(model, x, affine, svc.device)
+    except ModelError as exc:
+        log.warning("no key point for %s, so no key image: %s", model.name, exc)
+        return result
+    return dataclasses.replace(result, key_point_lps=point.point_lps)
 
 
 def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPlan:

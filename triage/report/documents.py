@@ -23,6 +23,7 @@ from triage.catalogue import Catalogue, ChainHead, NewRevision, Outgoing, Series
 from triage.config import Settings
 from triage.errors import StorageError
 from triage.report import hl7
+from triage.report.companions import companions, key_images_of
 from triage.report.destinations import hl7_destination, sr_destination
 from triage.report.revisions import (
     DocumentRef,
@@ -80,9 +81,13 @@ def write_documents(
     for outcome in outcomes:
         looked_at = series.get(outcome.series_instance_uid or "")
         headers = _headers(store, looked_at.keys) if looked_at is not None else []
+        keys: list[Dataset] = []
         if outcome.result is not None:
             images = [str(h.SOPInstanceUID) for h in headers]
-            fingerprint = result_fingerprint(outcome.result, images)
+            keys = key_images_of(outcome.result, headers)
+            fingerprint = result_fingerprint(
+                outcome.result, images, [str(k.SOPInstanceUID) for k in keys]
+            )
         else:
             fingerprint = not_analysed_fingerprint(
                 outcome.chain, outcome.model_version, outcome.reason
@@ -93,9 +98,19 @@ def write_documents(
             continue  # the chain says this already: the same document, nothing new to send
         revision = _next_revision(study_uid, outcome.chain, fingerprint, head)
         header = headers[0] if headers else _any_header(store, series)
+        extra: dict[str, Dataset] = {}
         if outcome.result is not None:
             document = build_triage_sr(
                 headers, [outcome.result], software_version=software_version, revision=revision
+            )
+            extra = companions(
+                store,
+                study_uid,
+                outcome.result,
+                headers,
+                keys,
+                revision,
+                software_version=software_version,
             )
         else:
             document = build_not_analysed_sr(
@@ -108,7 +123,9 @@ def write_documents(
                 finding=outcome.finding,
                 analysed_images=headers,
             )
-        revisions.append(_store(store, settings, study_uid, outcome, revision, document, header))
+        revisions.append(
+            _store(store, settings, study_uid, outcome, revision, document, header, extra)
+        )
     return ReportPlan(tuple(revisions), current)
 
 
@@ -135,17 +152,21 @@ def _store(
     revision: Revision,
     document: Dataset,
     header: Dataset,
+    extra: dict[str, Dataset],
 ) -> NewRevision:
-    """Write the revision's objects to the store; say where each goes once released."""
+    """Write the revision's objects to the store; say where each goes once released. Each
+    object has its own outbox row: a PACS that refuses a KOS or SEG never holds up the SR."""
     sop_uid = instance_uid(study_uid, revision)
-    buffer = io.BytesIO()
-    document.save_as(buffer, enforce_file_format=True)
-    key = f"results/{study_uid}/{sop_uid}.dcm"
-    store.put(key, buffer.getvalue())
     objects: list[Outgoing] = []
     to_pacs = sr_destination(settings)
-    if to_pacs is not None:
-        objects.append(Outgoing(sop_uid, key, to_pacs))
+    for dataset in (document, *extra.values()):
+        uid = str(dataset.SOPInstanceUID)
+        key = f"results/{study_uid}/{uid}.dcm"
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        store.put(key, buffer.getvalue())
+        if to_pacs is not None:
+            objects.append(Outgoing(uid, key, to_pacs))
     to_ris = hl7_destination(settings)
     if to_ris is not None:  # the priority where RIS worklists sort, beside the SR
         corrected = revision.predecessor is not None

@@ -109,6 +109,12 @@ def _completed(image: Dataset, where: str, *, first: bool) -> Dataset:
             and not image.get("DeidentificationMethodCodeSequence")
         ):
             fixes.append(("DeidentificationMethod", DEIDENTIFICATION_NOT_STATED))
+        if text_value(image, "PatientSex") not in ("", "M", "F", "O"):
+            log.warning(
+                "PatientSex of study %s is not M, F or O; the result leaves it empty",
+                text_value(image, "StudyInstanceUID"),
+            )
+            fixes.append(("PatientSex", ""))
     if text_value(image, "Modality") in CROSS_SECTIONAL and not all(
         text_value(image, k) for k in _GEOMETRY
     ):

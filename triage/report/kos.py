@@ -22,18 +22,17 @@ from pydicom.sr.coding import Code
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from triage.errors import TriageError
-from triage.report.source_header import (
+from triage.report.arguments import (
     LO_MAX,
-    copyable_patient_and_study,
     dated,
-    one_series,
     require_code,
     require_datetime,
     require_number,
     require_text,
     require_uid,
 )
-from triage.report.sr import device_observer_uid
+from triage.report.headers import usable_headers
+from triage.report.revisions import device_observer_uid
 
 # --- Codes (each in pydicom.sr.codedict.codes; tests check it) ----------------------------------
 #: Document title, CID 7010 "Key Object Selection Document Title" = codes.DCM.OfInterest: the
@@ -90,12 +89,12 @@ def build_key_object_selection(
 
     The key images are referenced in the order given (`key_images` of source_slices gives the
     nearest to the finding first). Patient and study come from the first key image, with absent
-    type 2 attributes written empty (`copyable_patient_and_study`). The device observer is the
+    type 2 attributes written empty (`usable_headers`). The device observer is the
     model, named as in the triage SR (same Device Observer UID). The times highdicom stamps
     with "now" are the content date/time (`dated`), so the same arguments always give the same
     object.
     """
-    one_series(key_images, "key_images")
+    key_images = usable_headers(key_images, "key_images")
     require_code(finding, "finding")
     require_code(title, "title")
     require_text(model_name, "model_name")
@@ -133,7 +132,7 @@ def build_key_object_selection(
         observer_device_context=observer,
         description=key_image_description(finding, model_name, model_version),
     )
-    evidence = [copyable_patient_and_study(key_images[0]), *key_images[1:]]
+    evidence = list(key_images)
     try:
         document = hd.ko.KeyObjectSelectionDocument(
             evidence=evidence,

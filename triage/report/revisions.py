@@ -21,7 +21,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydicom.uid import generate_uid
@@ -56,8 +56,6 @@ class Revision:
     fingerprint: str
     content_datetime: datetime
     predecessor: DocumentRef | None = None
-    #: the other objects that go with it (KOS, SEG): their SOP Instance UIDs by kind
-    companions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.number, int) or self.number < 1:

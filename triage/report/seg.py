@@ -25,17 +25,16 @@ from pydicom.uid import SegmentationStorage, generate_uid
 
 from triage.analysis.source_slices import slice_geometry
 from triage.errors import TriageError
-from triage.report.source_header import (
+from triage.report.arguments import (
     LO_MAX,
-    copyable_patient_and_study,
     dated,
-    one_series,
     require_code,
     require_datetime,
     require_number,
     require_text,
     require_uid,
 )
+from triage.report.headers import usable_headers
 
 # --- Codes (each in pydicom.sr.codedict.codes; tests check it) ----------------------------------
 #: CID 7150 Segmentation Property Category = codes.SCT.MorphologicallyAbnormalStructure.
@@ -137,7 +136,7 @@ def build_lesion_segmentation(
     highdicom stamps with "now" are the content date/time (`dated`), so the same arguments
     always give the same object.
     """
-    one_series(source_images, "source_images")
+    source_images = usable_headers(source_images, "source_images")
     frames = _check_mask(mask, source_images)
     require_code(finding, "finding")
     require_text(model_name, "model_name")
@@ -166,7 +165,7 @@ def build_lesion_segmentation(
         anatomic_regions=[coded.anatomic_region] if coded.anatomic_region else None,
         display_color=LESION_COLOUR,
     )
-    images = [copyable_patient_and_study(source_images[0]), *source_images[1:]]
+    images = list(source_images)
     try:
         seg = hd.seg.Segmentation(
             source_images=images,

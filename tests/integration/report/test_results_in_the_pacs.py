@@ -96,7 +96,7 @@ def lesion_study(root: Path) -> tuple[list[Path], list[Path]]:
     for seed in range(40):
         rng = np.random.default_rng(seed)
         phantom = head_phantom(rng, (128, 128, 40), (1.8, 1.8, 4.0), True, lesion_radius_mm=14.0)
-        slices = np.flatnonzero(phantom.lesion_mask().any(axis=(0, 1)))
+        slices = np.flatnonzero(phantom.lesion_mask.any(axis=(0, 1)))
         if slices.size and slices.min() >= 26:
             break
     else:

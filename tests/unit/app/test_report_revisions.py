@@ -10,12 +10,14 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from support.factories import phantom_ct_series
 
+from triage.analysis.evidence import keep_lesion
 from triage.app import pipeline
 from triage.app.services import Services
 from triage.catalogue import Catalogue, RevisionState
@@ -259,3 +261,71 @@ def test_a_model_version_change_is_a_revision_in_the_same_series(node: Node) -> 
     first, second = node.documents(study)
     assert second.SeriesInstanceUID == first.SeriesInstanceUID
     assert read_document(second).findings[0].model_version == "2.0.0"
+
+
+KOS = "1.2.840.10008.5.1.4.1.1.88.59"
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def with_evidence(analysis: pipeline.Analysis, **fields: object) -> pipeline.Analysis:
+    assert analysis.result is not None
+    return dataclasses.replace(analysis, result=dataclasses.replace(analysis.result, **fields))
+
+
+def test_a_positive_finding_goes_with_a_kos_pointing_at_the_key_slice(node: Node) -> None:
+    images = study_images(6)
+    study = str(images[0].StudyInstanceUID)
+    node.receive(images)
+    target = images[4]
+    point = tuple(float(v) for v in target.ImagePositionPatient)
+    node.run(study, with_evidence(analysed(images, 0.9), key_point_lps=point))
+    sr, kos = node.documents(study)
+    assert (sr.SOPClassUID, kos.SOPClassUID) == ("1.2.840.10008.5.1.4.1.1.88.34", KOS)
+    assert kos.InstanceNumber == sr.InstanceNumber == 1
+    assert kos.StudyInstanceUID == study and kos.SeriesInstanceUID != sr.SeriesInstanceUID
+    evidence = kos.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert [i.ReferencedSOPInstanceUID for i in evidence.ReferencedSOPSequence] == [
+        target.SOPInstanceUID
+    ]
+    node.rerun(study, with_evidence(analysed(images, 0.9), key_point_lps=point))
+    assert len(node.documents(study)) == 2  # the same result: the same SR and KOS, once
+
+
+def test_a_segmentation_finding_goes_with_a_seg_on_the_source_slices(node: Node) -> None:
+    images = study_images(6)
+    study = str(images[0].StudyInstanceUID)
+    node.receive(images)
+    # a lesion mask on the source grid itself: voxel (i, j, k) -> the source slice k
+    first = np.asarray([float(v) for v in images[0].ImagePositionPatient])
+    last = np.asarray([float(v) for v in images[-1].ImagePositionPatient])
+    dy, dx = (float(v) for v in images[0].PixelSpacing)
+    affine = np.eye(4)
+    affine[:3, 0] = [dx, 0, 0]
+    affine[:3, 1] = [0, dy, 0]
+    affine[:3, 2] = (last - first) / (len(images) - 1)
+    affine[:3, 3] = first
+    mask = np.zeros((int(images[0].Columns), int(images[0].Rows), len(images)), dtype=bool)
+    mask[5:9, 6:10, 2:4] = True
+    key = keep_lesion(node.svc.store, study, MODEL, mask, affine)
+    centre = tuple(float(v) for v in (affine @ [7, 8, 2.5, 1])[:3])
+    node.run(
+        study,
+        with_evidence(
+            analysed(images, 0.9),
+            lesion_mask_key=key,
+            lesion_volume_ml=0.1,
+            lesion_centre_lps=centre,
+            key_point_lps=centre,
+        ),
+    )
+    documents = {d.SOPClassUID: d for d in node.documents(study)}
+    seg = documents[SEG]
+    assert seg.FrameOfReferenceUID == images[0].FrameOfReferenceUID
+    positions = {
+        tuple(round(float(v), 3) for v in f.PlanePositionSequence[0].ImagePositionPatient)
+        for f in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert positions == {
+        tuple(round(float(v), 3) for v in images[k].ImagePositionPatient) for k in (2, 3)
+    }
+    assert seg.InstanceNumber == documents["1.2.840.10008.5.1.4.1.1.88.34"].InstanceNumber
