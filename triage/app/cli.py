@@ -322,7 +322,7 @@ def outbox_list(
         return
     for r in rows:
         console.print(
-            f"{r.id:5} {r.state:9} tries={r.attempts:<3} {r.destination} "
+            f"{r.id:5} {r.kind:4} {r.state:9} tries={r.attempts:<3} {r.destination} "
             f"{r.sop_instance_uid} {r.last_error or ''}"
         )
 

@@ -171,7 +171,8 @@ class ModelChange(Base):
 
 
 class Delivery(Base):
-    """The outbox: one row per SR to send; it stays until delivered or dead-lettered."""
+    """The outbox: one row per object to send (an SR, its KOS or SEG, an HL7 message) and
+    destination; it stays until delivered or dead-lettered."""
 
     __tablename__ = "outbox"
     __table_args__ = (UniqueConstraint("sop_instance_uid", "destination"),)
@@ -186,6 +187,8 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: what it is: sr, kos, seg or hl7
+    kind: Mapped[str] = mapped_column(String(16), default="sr", server_default="sr")
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,7 @@ class DeliveryRow:
     attempts: int
     next_attempt_at: datetime
     last_error: str | None
+    kind: str = "sr"  # sr, kos, seg or hl7
 
 
 # How long one transaction waits for another's lock on SQLite before "database is locked"
@@ -328,6 +332,7 @@ _ADDED_COLUMNS = (
     ("results", "role", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
     ("results", "details", "TEXT"),
     ("studies", "held_priority", "VARCHAR(32)"),
+    ("outbox", "kind", "VARCHAR(16) NOT NULL DEFAULT 'sr'"),
     ("series", "convolution_kernel", "VARCHAR(64) NOT NULL DEFAULT ''"),
     ("series", "slice_thickness", "FLOAT"),
     ("series", "contrast_agent", "VARCHAR(64) NOT NULL DEFAULT ''"),
@@ -730,8 +735,10 @@ class Catalogue:
 
     # -- outbox ----------------------------------------------------------------------------
 
-    def enqueue_delivery(self, study_uid: str, sop_uid: str, key: str, destination: str) -> None:
-        """Put an SR in the outbox; re-enqueuing the same SR resets it to pending."""
+    def enqueue_delivery(
+        self, study_uid: str, sop_uid: str, key: str, destination: str, kind: str = "sr"
+    ) -> None:
+        """Put an object in the outbox; re-enqueuing the same one resets it to pending."""
 
         def work(s: Session) -> None:
             study = _study(s, study_uid)
@@ -749,6 +756,7 @@ class Catalogue:
                         sop_instance_uid=sop_uid,
                         key=key,
                         destination=destination,
+                        kind=kind,
                     )
                 )
             else:
@@ -1012,4 +1020,5 @@ def _delivery_row(d: Delivery, study_uid: str) -> DeliveryRow:
         d.attempts,
         d.next_attempt_at,
         d.last_error,
+        d.kind,
     )

@@ -44,7 +44,7 @@ class ReportRevision(Base):
     sr_series_instance_uid: Mapped[str] = mapped_column(String(64))
     predecessor_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     state: Mapped[str] = mapped_column(String(16), default=RevisionState.RELEASED, index=True)
-    #: JSON list of [sop_instance_uid, key, destination]: what goes to the outbox on release
+    #: JSON list of [sop_instance_uid, key, destination, kind]: what goes to the outbox on release
     objects: Mapped[str] = mapped_column(Text, default="[]")
     generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -71,6 +71,7 @@ class Outgoing:
     sop_instance_uid: str
     key: str
     destination: str
+    kind: str = "sr"  # sr, kos, seg or hl7
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,9 @@ def add_revisions(
             sr_series_instance_uid=new.sr_series_instance_uid,
             predecessor_sop_instance_uid=new.predecessor_sop_instance_uid,
             state=RevisionState.HELD if hold else RevisionState.RELEASED,
-            objects=json.dumps([[o.sop_instance_uid, o.key, o.destination] for o in new.objects]),
+            objects=json.dumps(
+                [[o.sop_instance_uid, o.key, o.destination, o.kind] for o in new.objects]
+            ),
             generation=study.generation,
             created_at=now,
         )
@@ -272,13 +275,14 @@ def acknowledgements(s: Session) -> list[AcknowledgementRow]:
 def _release(s: Session, study: Study, row: ReportRevision, now: datetime) -> None:
     row.state = RevisionState.RELEASED
     row.released_at = now
-    for sop_uid, key, destination in json.loads(row.objects):
+    for sop_uid, key, destination, *kind in json.loads(row.objects):
         s.add(
             Delivery(
                 study_id=study.id,
                 sop_instance_uid=sop_uid,
                 key=key,
                 destination=destination,
+                kind=kind[0] if kind else "sr",
             )
         )
 

@@ -185,6 +185,6 @@ def retry_dead(catalogue: Catalogue) -> int:
     rows = catalogue.deliveries([DEAD])
     for row in rows:
         catalogue.enqueue_delivery(
-            row.study_instance_uid, row.sop_instance_uid, row.key, row.destination
+            row.study_instance_uid, row.sop_instance_uid, row.key, row.destination, row.kind
         )
     return len(rows)

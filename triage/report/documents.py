@@ -159,14 +159,14 @@ def _store(
     sop_uid = instance_uid(study_uid, revision)
     objects: list[Outgoing] = []
     to_pacs = sr_destination(settings)
-    for dataset in (document, *extra.values()):
+    for kind, dataset in (("sr", document), *extra.items()):
         uid = str(dataset.SOPInstanceUID)
         key = f"results/{study_uid}/{uid}.dcm"
         buffer = io.BytesIO()
         dataset.save_as(buffer, enforce_file_format=True)
         store.put(key, buffer.getvalue())
         if to_pacs is not None:
-            objects.append(Outgoing(uid, key, to_pacs))
+            objects.append(Outgoing(uid, key, to_pacs, kind))
     to_ris = hl7_destination(settings)
     if to_ris is not None:  # the priority where RIS worklists sort, beside the SR
         corrected = revision.predecessor is not None
@@ -185,7 +185,7 @@ def _store(
             )
         hl7_key = f"results/{study_uid}/{sop_uid}.hl7"
         store.put(hl7_key, message.encode("utf-8"))
-        objects.append(Outgoing(sop_uid, hl7_key, to_ris))
+        objects.append(Outgoing(sop_uid, hl7_key, to_ris, "hl7"))
     priority = outcome.result.priority if outcome.result is not None else Priority.NOT_ANALYSED
     log.info(
         "report %s revision %d for study %s: %s",

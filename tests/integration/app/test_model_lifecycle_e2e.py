@@ -152,7 +152,9 @@ def test_shadow_promotion_and_rollback_on_a_running_node(
     assert shadow.lesion_volume_ml is not None and shadow.lesion_volume_ml > 0
     assert row.priority == next(iter(row.findings)).priority  # the shadow result did not count
     outbox = [
-        d for d in node.svc.catalogue.deliveries() if d.study_instance_uid == a.study_instance_uid
+        d
+        for d in node.svc.catalogue.deliveries()
+        if d.study_instance_uid == a.study_instance_uid and d.kind == "sr"
     ]
     assert len(outbox) == 1
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.modality import storescu
@@ -62,18 +63,21 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
         assert storescu(study.folder, node.port).returncode == 0
         uid = study.study_instance_uid
 
+        def sr_rows(*states: str) -> list[Any]:
+            return [r for r in svc.catalogue.deliveries(list(states)) if r.kind == "sr"]
+
         def failed_at_least_twice() -> bool:
-            rows = svc.catalogue.deliveries()
+            rows = sr_rows()
             return len(rows) == 1 and rows[0].attempts >= 2
 
         wait_until(failed_at_least_twice, 90, "two failed delivery attempts")
-        (row,) = svc.catalogue.deliveries()
+        (row,) = sr_rows()
         assert row.state == PENDING and "LATEPACS" in (row.last_error or "")
         (listed,) = [r for r in svc.catalogue.worklist() if r.study_instance_uid == uid]
         assert listed.state == "triaged"  # the priority is on the worklist while the SR waits
 
         pacs.start()
-        wait_until(lambda: svc.catalogue.deliveries([DELIVERED]) != [], 60, "delivery")
+        wait_until(lambda: sr_rows(DELIVERED) != [], 60, "delivery")
         assert len(srs_in_orthanc(pacs, uid)) == 1
 
         # the PACS goes away for longer than the retry budget: the next study's SR is
@@ -90,7 +94,7 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
             seed=8,
         )
         assert storescu(later.folder, node.port).returncode == 0
-        wait_until(lambda: svc.catalogue.deliveries([DEAD]) != [], 90, "the dead letter")
+        wait_until(lambda: sr_rows(DEAD) != [], 90, "the dead letter")
         cli_env = {**os.environ, **env}
         listing = subprocess.run(
             [sys.executable, "-m", "triage.app.cli", "outbox", "list", "--json"],
@@ -100,13 +104,15 @@ def test_results_wait_for_the_pacs_and_are_delivered_once(
             timeout=60,
             check=True,
         )
-        (dead,) = [d for d in json.loads(listing.stdout) if d["state"] == DEAD]
+        (dead,) = [
+            d for d in json.loads(listing.stdout) if d["state"] == DEAD and d["kind"] == "sr"
+        ]
         assert dead["attempts"] == 2
         assert dead["study_instance_uid"] == later.study_instance_uid
 
         pacs.start()
         assert retry_dead(svc.catalogue) == 1
-        wait_until(lambda: len(svc.catalogue.deliveries([DELIVERED])) == 2, 60, "the redelivery")
+        wait_until(lambda: len(sr_rows(DELIVERED)) == 2, 60, "the redelivery")
         assert len(srs_in_orthanc(pacs, uid)) == 1
         assert len(srs_in_orthanc(pacs, later.study_instance_uid)) == 1
     finally:
