@@ -1,4 +1,4 @@
-"""Deliver SRs from the outbox to the PACS, with retries and backoff; nothing is dropped.
+"""Deliver what the outbox holds, with retries and backoff; nothing is dropped.
 
 A failed attempt is retried after base * 2**attempts seconds (capped at 5 minutes, with
 jitter). After ``delivery_max_tries`` failures the item is *dead*: it stays in the outbox,
@@ -6,28 +6,28 @@ listed by ``triage outbox``, until an operator retries it.
 
 Each outbox row names its destination: ``AE@host:port`` (C-STORE to a DICOM node),
 ``dicomweb:<url>`` (STOW-RS to a DICOMweb root) or ``hl7:<host:port>`` (an HL7 v2 ORU^R01 over
-MLLP). The retries, backoff and dead letter are the same for each.
+MLLP); each kind is a `Destination` (`deliver.dimse`, `deliver.stow`, `deliver.mllp`). The
+retries, backoff and dead letter are the same for each.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import ssl
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import pydicom
+from typing import Protocol
 
 from triage.catalogue import DEAD, Catalogue, DeliveryRow, utcnow
-from triage.config import Settings, parse_node
-from triage.dimse import is_success, store_datasets
-from triage.errors import ConfigError, DeliveryError, StorageError, TriageError
-from triage.receive import dicomweb
+from triage.config import Settings
+from triage.deliver.dimse import DimseDestination
+from triage.deliver.mllp import MllpDestination
+from triage.deliver.stow import StowDestination
+from triage.receive.dicomweb import DESTINATION_PREFIX as DICOMWEB_PREFIX
 from triage.receive.tls import sender_context
-from triage.report import hl7
+from triage.report.hl7 import DESTINATION_PREFIX as HL7_PREFIX
 from triage.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def deliver_due(
         by_destination[row.destination].append(row)
     tls = sender_context(settings) if by_destination else None
     for destination, rows in by_destination.items():
-        for row, error in _dispatch(store, settings, destination, rows, tls):
+        for row, error in destination_for(store, settings, destination, tls).send(rows):
             if error is None:
                 catalogue.mark_delivered(row.id)
                 summary.delivered += 1
@@ -91,93 +91,25 @@ def deliver_due(
     return summary
 
 
-def _dispatch(
+class Destination(Protocol):
+    """Where outbox rows go: one try for each row, an error (or None) per row."""
+
+    def send(self, rows: list[DeliveryRow]) -> list[tuple[DeliveryRow, str | None]]: ...
+
+
+def destination_for(
     store: ObjectStore,
     settings: Settings,
     destination: str,
-    rows: list[DeliveryRow],
     tls: ssl.SSLContext | None = None,
-) -> list[tuple[DeliveryRow, str | None]]:
-    """One try for each row to one destination, by its kind; an error (or None) per row."""
-    if destination.startswith(dicomweb.DESTINATION_PREFIX):
-        return _stow(store, settings, destination.removeprefix(dicomweb.DESTINATION_PREFIX), rows)
-    if destination.startswith(hl7.DESTINATION_PREFIX):
-        return _send_hl7(store, destination.removeprefix(hl7.DESTINATION_PREFIX), rows)
-    return _send(store, settings.ae_title, destination, rows, tls)
-
-
-def _load_srs(
-    store: ObjectStore, rows: list[DeliveryRow]
-) -> tuple[list[tuple[DeliveryRow, pydicom.Dataset]], list[tuple[DeliveryRow, str | None]]]:
-    """The SRs that can be read from the store, and an error for each that cannot."""
-    loaded: list[tuple[DeliveryRow, pydicom.Dataset]] = []
-    outcome: list[tuple[DeliveryRow, str | None]] = []
-    for row in rows:
-        try:
-            ds = pydicom.dcmread(io.BytesIO(store.get(row.key)))
-            if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:  # e.g. cut after its meta
-                raise pydicom.errors.InvalidDicomError("it has no SOPClassUID or SOPInstanceUID")
-            loaded.append((row, ds))
-        except (StorageError, pydicom.errors.InvalidDicomError) as exc:
-            outcome.append((row, f"cannot read the SR from the store: {exc}"))
-    return loaded, outcome
-
-
-def _send(
-    store: ObjectStore,
-    calling_ae: str,
-    destination: str,
-    rows: list[DeliveryRow],
-    tls: ssl.SSLContext | None = None,
-) -> list[tuple[DeliveryRow, str | None]]:
-    try:
-        node = parse_node("destination", destination)
-        assert node is not None
-    except (ConfigError, AssertionError):
-        return [(row, f"destination {destination!r} is not AE@host:port") for row in rows]
-    loaded, outcome = _load_srs(store, rows)
-    if not loaded:
-        return outcome
-    try:
-        statuses = store_datasets(node, [ds for _, ds in loaded], calling_ae, tls=tls)
-    except DeliveryError as exc:
-        return outcome + [(row, str(exc)) for row, _ in loaded]
-    for (row, _), status in zip(loaded, statuses, strict=True):
-        ok = is_success(status)
-        outcome.append((row, None if ok else f"{node} answered status 0x{status:04X}"))
-    return outcome
-
-
-def _stow(
-    store: ObjectStore, settings: Settings, url: str, rows: list[DeliveryRow]
-) -> list[tuple[DeliveryRow, str | None]]:
-    """STOW-RS to the DICOMweb root ``url``: one request per study."""
-    loaded, outcome = _load_srs(store, rows)
-    if not loaded:
-        return outcome
-    try:
-        client = dicomweb.make_client(settings, url)
-    except TriageError as exc:
-        return outcome + [(row, str(exc)) for row, _ in loaded]
-    errors = dicomweb.store_instances(client, [ds for _, ds in loaded])
-    return outcome + [(row, error) for (row, _), error in zip(loaded, errors, strict=True)]
-
-
-def _send_hl7(
-    store: ObjectStore, endpoint: str, rows: list[DeliveryRow]
-) -> list[tuple[DeliveryRow, str | None]]:
-    """Each stored ORU^R01 over its own MLLP connection."""
-    outcome: list[tuple[DeliveryRow, str | None]] = []
-    for row in rows:
-        try:
-            hl7.send_message(endpoint, store.get(row.key))
-        except StorageError as exc:
-            outcome.append((row, f"cannot read the HL7 message from the store: {exc}"))
-        except TriageError as exc:
-            outcome.append((row, str(exc)))
-        else:
-            outcome.append((row, None))
-    return outcome
+) -> Destination:
+    """The destination an outbox row names: ``dicomweb:<url>`` (STOW-RS), ``hl7:<host:port>``
+    (MLLP), else ``AE@host:port`` (C-STORE)."""
+    if destination.startswith(DICOMWEB_PREFIX):
+        return StowDestination(store, settings, destination)
+    if destination.startswith(HL7_PREFIX):
+        return MllpDestination(store, destination)
+    return DimseDestination(store, settings.ae_title, destination, tls)
 
 
 def retry_dead(catalogue: Catalogue) -> int:

@@ -8,10 +8,16 @@ title itself (then those entries decide, e.g. ``ORTHANC`` alone allows it from a
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
+from typing import Any
+
+from pynetdicom import evt
 
 from triage.config import AllowedAE, Settings
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -79,3 +85,48 @@ def _addresses_of(host: str) -> set[IPAddress]:
         return set()
     found = (_address(str(info[4][0])) for info in infos)
     return {address for address in found if address is not None}
+
+
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, with the reason
+REJECTED_PERMANENT = 0x01
+SERVICE_USER = 0x01
+CALLING_AE_NOT_RECOGNISED = 0x03
+CALLED_AE_NOT_RECOGNISED = 0x07
+
+
+def reject_if_refused(assoc: Any, ae_title: str, access: AccessList) -> bool:
+    """Reject an association request whose called AE title is not ``ae_title`` or whose calling
+    AE (or its host) ``access`` does not allow; log it; True when it was rejected. A check that
+    cannot run refuses (fail closed)."""
+    try:
+        calling, peer, refusal = _refusal(assoc, ae_title, access)
+    except Exception:  # pynetdicom's request can be malformed in many ways
+        log.exception("could not check an association request; rejected it")
+        calling, peer = "?", "?"
+        refusal = ("the request could not be checked", CALLING_AE_NOT_RECOGNISED)
+    if refusal is None:
+        return False
+    reason, diagnostic = refusal
+    log.warning("rejected association from AE %r at %s: %s", calling, peer, reason)
+    # as pynetdicom's own ACSE check does: A-ASSOCIATE-RJ, then end the association thread
+    assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, diagnostic)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
+    return True
+
+
+def _refusal(
+    assoc: Any, ae_title: str, access: AccessList
+) -> tuple[str, str, tuple[str, int] | None]:
+    """(calling AE title, peer address, None or (why refused, A-ASSOCIATE-RJ reason))."""
+    request = assoc.requestor.primitive
+    if request is None:
+        raise ValueError("no A-ASSOCIATE request")
+    called = str(request.called_ae_title).strip()
+    calling = str(request.calling_ae_title).strip()
+    peer = str(assoc.requestor.address)
+    if called != ae_title:
+        why = f"called AE title {called!r} is not this node's ({ae_title})"
+        return calling, peer, (why, CALLED_AE_NOT_RECOGNISED)
+    refusal = access.refusal(calling, peer)
+    return calling, peer, None if refusal is None else (refusal, CALLING_AE_NOT_RECOGNISED)

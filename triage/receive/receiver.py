@@ -43,7 +43,7 @@ from triage.dimse import (
     SUCCESS,
 )
 from triage.errors import StorageError
-from triage.receive.access import AccessList, allowed_callers
+from triage.receive.access import AccessList, allowed_callers, reject_if_refused
 from triage.receive.checks import Rejected, check_complete, check_pixel_data
 from triage.receive.sop_classes import (
     IMAGE_TRANSFER_SYNTAXES,
@@ -135,13 +135,6 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
         raise Rejected(CANNOT_UNDERSTAND, f"the header cannot be decoded: {exc}") from exc
 
 
-# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, with the reason
-REJECTED_PERMANENT = 0x01
-SERVICE_USER = 0x01
-CALLING_AE_NOT_RECOGNISED = 0x03
-CALLED_AE_NOT_RECOGNISED = 0x07
-
-
 class Receiver:
     """Storage SCP bound to a store and a catalogue.
 
@@ -189,36 +182,8 @@ class Receiver:
     def check_association(self, event: evt.Event) -> None:
         """EVT_REQUESTED handler: reject at association time a called AE title other than ours,
         and a calling AE (or its host) that is not allowed; log each rejection."""
-        assoc = event.assoc
-        try:
-            calling, peer, refusal = self._refusal(assoc)
-        except Exception:  # fail closed: a check that cannot run refuses
-            log.exception("could not check an association request; rejected it")
-            calling, peer = "?", "?"
-            refusal = ("the request could not be checked", CALLING_AE_NOT_RECOGNISED)
-        if refusal is None:
-            return
-        reason, diagnostic = refusal
-        log.warning("rejected association from AE %r at %s: %s", calling, peer, reason)
-        self.stats.add("refused_associations")
-        # as pynetdicom's own ACSE check does: A-ASSOCIATE-RJ, then end the association thread
-        assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, diagnostic)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
-
-    def _refusal(self, assoc: Any) -> tuple[str, str, tuple[str, int] | None]:
-        """(calling AE title, peer address, None or (why refused, A-ASSOCIATE-RJ reason))."""
-        request = assoc.requestor.primitive
-        if request is None:
-            raise ValueError("no A-ASSOCIATE request")
-        called = str(request.called_ae_title).strip()
-        calling = str(request.calling_ae_title).strip()
-        peer = str(assoc.requestor.address)
-        if called != self.ae_title:
-            why = f"called AE title {called!r} is not this node's ({self.ae_title})"
-            return calling, peer, (why, CALLED_AE_NOT_RECOGNISED)
-        refusal = self.access.refusal(calling, peer)
-        return calling, peer, None if refusal is None else (refusal, CALLING_AE_NOT_RECOGNISED)
+        if reject_if_refused(event.assoc, self.ae_title, self.access):
+            self.stats.add("refused_associations")
 
     def handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE handler: returns a status, never raises."""

@@ -119,7 +119,7 @@ def test_unknown_calling_ae_is_rejected_with_reason_3(
     start_receiver: StartReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver("MODALITY,CT_SCANNER")
-    caplog.set_level(logging.WARNING, logger="triage.receive.receiver")
+    caplog.set_level(logging.WARNING, logger="triage.receive.access")
     assert_refused(rx, "INTRUDER", caplog)
     assert rx.stats.refused_associations == 1
 
@@ -138,7 +138,7 @@ def test_entry_for_another_host_is_rejected(
     start_receiver: StartReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver(f"MODALITY@{ELSEWHERE}")
-    caplog.set_level(logging.WARNING, logger="triage.receive.receiver")
+    caplog.set_level(logging.WARNING, logger="triage.receive.access")
     assert_refused(rx, "MODALITY", caplog)
     assert ELSEWHERE in caplog.text  # the log says where this AE title is allowed from
 
@@ -164,7 +164,7 @@ def test_pacs_is_accepted_only_from_its_own_host(
     start_receiver: StartReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver("MODALITY", TRIAGE_PACS=f"ORTHANC@{ELSEWHERE}:4242")
-    caplog.set_level(logging.WARNING, logger="triage.receive.receiver")
+    caplog.set_level(logging.WARNING, logger="triage.receive.access")
     assert_refused(rx, "ORTHANC", caplog)
 
 
@@ -187,7 +187,7 @@ def test_wrong_called_ae_is_rejected_with_reason_7_and_logged(
     start_receiver: StartReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     rx = start_receiver("MODALITY")
-    caplog.set_level(logging.WARNING, logger="triage.receive.receiver")
+    caplog.set_level(logging.WARNING, logger="triage.receive.access")
     assoc = associate(rx.port, "MODALITY", called="NOT_TRIAGE")
     assert rejection(assoc) == CALLED_AE_NOT_RECOGNISED
     assert "'NOT_TRIAGE'" in caplog.text and "'MODALITY'" in caplog.text

@@ -23,9 +23,10 @@ from triage.app.services import Services
 from triage.catalogue import DEAD, DELIVERED, PENDING, Catalogue, DeliveryRow
 from triage.config import Settings, load_settings
 from triage.deliver.outbox import DeliverySummary, deliver_due, retry_dead
+from triage.deliver.stow import store_study
 from triage.dimse import CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH, SOP_CLASS_NOT_SUPPORTED, SUCCESS
 from triage.errors import DeliveryError
-from triage.receive.dicomweb import DicomwebSource, make_client, store_study
+from triage.receive.dicomweb import DicomwebSource, make_client
 from triage.receive.pull import Puller, read_watermark
 from triage.receive.receiver import Receiver
 from triage.receive.sop_classes import accepted_classes

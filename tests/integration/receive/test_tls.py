@@ -182,7 +182,7 @@ def test_tls_and_the_allow_list_work_together(
     by when its own reader may have received the A-ASSOCIATE-RJ and closed the connection.
     """
     rx = start_receiver(mutual=True, TRIAGE_ALLOWED_AES="CT_SCANNER")
-    caplog.set_level(logging.WARNING, logger="triage.receive.receiver")
+    caplog.set_level(logging.WARNING, logger="triage.receive.access")
     assert_refused(rx, client_context(pki, pki.modality))  # calls as MODALITY
     assert "rejected association from AE 'MODALITY' at 127.0.0.1" in caplog.text
     assert rx.stats.refused_associations == 1

@@ -25,11 +25,12 @@ from support.reporting import record_results
 from triage.app.services import Services
 from triage.catalogue import DELIVERED, PENDING, Catalogue
 from triage.config import Settings, load_settings
+from triage.deliver.mllp import send_message
 from triage.deliver.outbox import DeliverySummary, deliver_due
 from triage.dimse import SUCCESS
 from triage.errors import DeliveryError
 from triage.receive.receiver import Receiver
-from triage.report.hl7 import escape, not_analysed_oru, oru_r01, send_message, unescape
+from triage.report.hl7 import escape, not_analysed_oru, oru_r01, unescape
 from triage.results import ModelResult, Priority
 from triage.store import LocalStore
 
