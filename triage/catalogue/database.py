@@ -15,310 +15,56 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import (
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+from triage.catalogue.reports import (
+    acknowledgements,
+    add_revisions,
+    chain_heads,
+    has_released,
+    release_held,
+)
+from triage.catalogue.rows import (
+    AcknowledgementRow,
+    ChainHead,
+    DeliveryRow,
+    FindingRow,
+    InstanceRecord,
+    NewRevision,
+    SeriesSummary,
+    WorklistRow,
+    delivery_row,
+    finding_row,
+)
+from triage.catalogue.tables import (
+    DEAD,
+    DELIVERED,
+    NOT_ANALYSED,
+    PENDING,
+    RECEIVING,
+    TRIAGED,
+    TRIAGING,
+    Base,
+    Delivery,
+    Instance,
+    Result,
+    Series,
+    Study,
+    study_row,
+    utcnow,
+)
 from triage.errors import StorageError
 from triage.results import ModelResult, Priority
-
-if TYPE_CHECKING:
-    from triage.catalogue.reports import AcknowledgementRow, ChainHead, NewRevision
-
-RECEIVING = "receiving"
-TRIAGING = "triaging"
-TRIAGED = "triaged"
-NOT_ANALYSED = "not analysed"
-
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
 
 T = TypeVar("T")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Study(Base):
-    __tablename__ = "studies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    accession_number: Mapped[str] = mapped_column(String(64), default="")
-    patient_id: Mapped[str] = mapped_column(String(64), default="")
-    study_description: Mapped[str] = mapped_column(String(128), default="")
-    study_date: Mapped[str] = mapped_column(String(8), default="")
-    state: Mapped[str] = mapped_column(String(32), default=RECEIVING, index=True)
-    generation: Mapped[int] = mapped_column(Integer, default=1)
-    priority: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    first_received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    last_instance_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    triaged_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    timings: Mapped[str | None] = mapped_column(Text, nullable=True)
-    #: a re-run's lower priority, held until a person acknowledges it (`triage ack`)
-    held_priority: Mapped[str | None] = mapped_column(String(32), nullable=True)
-
-
-class Series(Base):
-    __tablename__ = "series"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    modality: Mapped[str] = mapped_column(String(16), default="")
-    body_part: Mapped[str] = mapped_column(String(64), default="")
-    series_description: Mapped[str] = mapped_column(String(128), default="")
-    series_number: Mapped[str] = mapped_column(String(16), default="")
-    # what series selection rules read (triage.analysis.selection), from the first instance
-    convolution_kernel: Mapped[str] = mapped_column(String(64), default="", server_default="")
-    slice_thickness: Mapped[float | None] = mapped_column(Float, nullable=True)
-    contrast_agent: Mapped[str] = mapped_column(String(64), default="", server_default="")
-
-
-class Instance(Base):
-    __tablename__ = "instances"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    sop_class_uid: Mapped[str] = mapped_column(String(64))
-    transfer_syntax_uid: Mapped[str] = mapped_column(String(64))
-    image_type: Mapped[str] = mapped_column(String(128), default="")
-    frames: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    key: Mapped[str] = mapped_column(String(256))
-    size: Mapped[int] = mapped_column(Integer)
-    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class Result(Base):
-    __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("study_id", "model_name", "model_version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    model_name: Mapped[str] = mapped_column(String(64))
-    model_version: Mapped[str] = mapped_column(String(64))
-    series_instance_uid: Mapped[str] = mapped_column(String(64))
-    finding_value: Mapped[str] = mapped_column(String(64))
-    finding_scheme: Mapped[str] = mapped_column(String(16))
-    finding_meaning: Mapped[str] = mapped_column(String(128))
-    probability: Mapped[float] = mapped_column(Float)
-    threshold: Mapped[float] = mapped_column(Float)
-    priority: Mapped[str] = mapped_column(String(32))
-    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    # "active" results set the study's priority and go to the PACS; "shadow" ones are kept only
-    role: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
-    # JSON: what a segmentation model adds (lesion volume in mL, lesion centre in LPS mm)
-    details: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-class ModelVersion(Base):
-    """One registered model version: an immutable bundle in the object store (``key``)."""
-
-    __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("name", "version"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), index=True)
-    version: Mapped[str] = mapped_column(String(64))
-    content_hash: Mapped[str] = mapped_column(String(64))
-    key: Mapped[str] = mapped_column(String(256))
-    task: Mapped[str] = mapped_column(String(32))
-    # registered (stored, not running), active, shadow or retired
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    options: Mapped[str] = mapped_column(Text)  # JSON, as registered
-    summary: Mapped[str] = mapped_column(Text)  # JSON: bundle metadata worth showing
-    trial: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the trial run
-    evaluation: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the last one
-    registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    registered_by: Mapped[str] = mapped_column(String(128))
-
-
-class ModelChange(Base):
-    """The model audit trail: every registration and change of state, who, when and why."""
-
-    __tablename__ = "model_changes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    who: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(32))
-    model_name: Mapped[str] = mapped_column(String(64), index=True)
-    model_version: Mapped[str] = mapped_column(String(64))
-    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    to_state: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(Text, default="")
-
-
-class Delivery(Base):
-    """The outbox: one row per object to send (an SR, its KOS or SEG, an HL7 message) and
-    destination; it stays until delivered or dead-lettered."""
-
-    __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("sop_instance_uid", "destination"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64))
-    key: Mapped[str] = mapped_column(String(256))
-    destination: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    #: what it is: sr, kos, seg or hl7
-    kind: Mapped[str] = mapped_column(String(16), default="sr", server_default="sr")
-
-
-@dataclass(frozen=True)
-class InstanceRecord:
-    """What the receiver knows about one stored instance (header values, no pixels)."""
-
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    key: str
-    size: int
-    # an image of a kind the models analyse (CT or MR image storage): see record_instance
-    triage_input: bool = True
-    modality: str = ""
-    body_part: str = ""
-    series_description: str = ""
-    series_number: str = ""
-    image_type: str = ""
-    accession_number: str = ""
-    patient_id: str = ""
-    study_description: str = ""
-    study_date: str = ""
-    convolution_kernel: str = ""
-    slice_thickness: float | None = None  # mm; None when absent or not a number
-    contrast_agent: str = ""
-    frames: int = 1
-
-
-@dataclass(frozen=True)
-class SeriesSummary:
-    """One series as series selection sees it: the header values of its first instance, the
-    ImageTypes and SOP classes of all of them, and their object store keys."""
-
-    series_instance_uid: str
-    modality: str
-    body_part: str
-    series_description: str
-    series_number: str
-    image_types: tuple[str, ...]
-    keys: tuple[str, ...]
-    sop_classes: tuple[str, ...] = ()  # () when not known: no rule on SOP classes applies
-    convolution_kernel: str = ""
-    slice_thickness: float | None = None
-    contrast_agent: str = ""
-    frames: int | None = None  # over all instances; None when not known: one per instance
-
-    @property
-    def images(self) -> int:
-        """How many images (frames) the series holds: what ``min_slices`` counts."""
-        return len(self.keys) if self.frames is None else self.frames
-
-    @classmethod
-    def of_records(cls, records: Sequence[InstanceRecord]) -> SeriesSummary:
-        """The summary of one series' instances as the receiver describes them (keys: theirs)."""
-        first = records[0]
-        return cls(
-            series_instance_uid=first.series_instance_uid,
-            modality=first.modality,
-            body_part=first.body_part,
-            series_description=first.series_description,
-            series_number=first.series_number,
-            image_types=tuple(sorted({r.image_type for r in records})),
-            keys=tuple(r.key for r in records),
-            sop_classes=tuple(sorted({r.sop_class_uid for r in records})),
-            convolution_kernel=first.convolution_kernel,
-            slice_thickness=first.slice_thickness,
-            contrast_agent=first.contrast_agent,
-            frames=sum(r.frames for r in records),
-        )
-
-
-@dataclass(frozen=True)
-class FindingRow:
-    model_name: str
-    model_version: str
-    name: str
-    code: str
-    probability: float
-    threshold: float
-    priority: str
-    role: str = "active"
-    lesion_volume_ml: float | None = None
-    lesion_centre_lps: tuple[float, float, float] | None = None
-
-
-@dataclass(frozen=True)
-class WorklistRow:
-    study_instance_uid: str
-    accession_number: str
-    modality: str
-    study_description: str
-    state: str
-    priority: str | None
-    reason: str | None
-    received_at: datetime
-    triaged_at: datetime | None
-    instances: int
-    findings: tuple[FindingRow, ...]
-    delivery: str | None = None  # the study's results: pending, delivered or dead (None: none)
-    # results of models in shadow mode: recorded, never in the priority nor sent to the PACS
-    shadow_findings: tuple[FindingRow, ...] = ()
-    #: a newer, lower priority that waits for a person (`triage ack`); None when none does
-    held_priority: str | None = None
-
-    @property
-    def rank(self) -> int:
-        return Priority(self.priority).rank if self.priority else Priority.ROUTINE.rank
-
-    @property
-    def top_finding(self) -> FindingRow | None:
-        return max(self.findings, key=lambda f: f.probability, default=None)
-
-
-@dataclass(frozen=True)
-class DeliveryRow:
-    id: int
-    study_instance_uid: str
-    sop_instance_uid: str
-    key: str
-    destination: str
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    kind: str = "sr"  # sr, kos, seg or hl7
-
-
-# How long one transaction waits for another's lock on SQLite before "database is locked"
 BUSY_TIMEOUT_SECONDS = 30
 # How long the receiver's catalogue write waits for a locked database, all tries together,
 # before it gives up and the C-STORE is answered 0xA700: below the DIMSE timeouts of common
@@ -386,8 +132,6 @@ class Catalogue:
                 event.listen(self.engine, "checkin", _reset_busy_timeout)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
-            import triage.catalogue.reports  # noqa: F401  (registers its tables)
-
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
         except OperationalError as exc:
@@ -481,7 +225,7 @@ class Catalogue:
             ):
                 return False
             now = utcnow()
-            study = _study(s, rec.study_instance_uid)
+            study = study_row(s, rec.study_instance_uid)
             if study is None:
                 study = Study(
                     study_instance_uid=rec.study_instance_uid,
@@ -561,7 +305,7 @@ class Catalogue:
         """Move a study to triaging; returns its generation, or None if someone else has it."""
 
         def work(s: Session) -> int | None:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is None or study.state == TRIAGING:
                 return None
             if quiet_seconds is not None:
@@ -600,7 +344,7 @@ class Catalogue:
 
     def series_of(self, study_uid: str) -> list[SeriesSummary]:
         with self.session() as s:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is None:
                 return []
             out = []
@@ -655,10 +399,9 @@ class Catalogue:
         or not analysed) is held: the study stays at the reported priority, the lower one is
         kept as ``held_priority`` and its revisions wait for `acknowledge`.
         """
-        from triage.catalogue.reports import add_revisions, has_released
 
         def work(s: Session) -> bool:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is None or study.generation != generation or study.state != TRIAGING:
                 return False  # a newer run owns the study: leave its results alone
             sr_of = {r.chain: r.sr_sop_instance_uid for r in revisions}
@@ -685,15 +428,13 @@ class Catalogue:
     def acknowledge(self, study_uid: str, *, who: str, reason: str) -> AcknowledgementRow:
         """A person accepts the held lower priority of a study: its held revisions go to the
         PACS, the study takes that priority, and who, when and why is recorded."""
-        from triage.catalogue.reports import release_held
-
         if not who.strip():
             raise StorageError("say who acknowledges (--by NAME): the audit records it")
         if not reason.strip():
             raise StorageError("say why the lower priority is right (--reason TEXT)")
 
         def work(s: Session) -> AcknowledgementRow:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is None:
                 raise StorageError(f"study {study_uid} is not in the catalogue")
             done = release_held(s, study, who=who, reason=reason)
@@ -707,24 +448,20 @@ class Catalogue:
 
     def acknowledgements(self) -> list[AcknowledgementRow]:
         """Every accepted downgrade, oldest first: the audit of `triage ack`."""
-        from triage.catalogue.reports import acknowledgements
-
         with self.session() as s:
             return acknowledgements(s)
 
     def chain_heads(self, study_uid: str) -> dict[str, ChainHead]:
         """Where each of the study's report chains stands (`triage.catalogue.reports`)."""
-        from triage.catalogue.reports import chain_heads
-
         with self.session() as s:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             return {} if study is None else chain_heads(s, study.id)
 
     def reopen(self, study_uid: str) -> bool:
         """Queue a study for another triage run (`triage rerun`)."""
 
         def work(s: Session) -> bool:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is None:
                 return False
             study.state = RECEIVING
@@ -741,7 +478,7 @@ class Catalogue:
         """Put an object in the outbox; re-enqueuing the same one resets it to pending."""
 
         def work(s: Session) -> None:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is None:
                 raise StorageError(f"study {study_uid} is not in the catalogue")
             row = s.scalar(
@@ -777,7 +514,7 @@ class Catalogue:
                 .order_by(Delivery.next_attempt_at)
                 .limit(limit)
             )
-            return [_delivery_row(d, uid) for d, uid in rows]
+            return [delivery_row(d, uid) for d, uid in rows]
 
     def deliveries(self, states: Sequence[str] | None = None) -> list[DeliveryRow]:
         with self.session() as s:
@@ -787,7 +524,7 @@ class Catalogue:
             if states:
                 query = query.where(Delivery.state.in_(list(states)))
             rows = s.execute(query.order_by(Delivery.id))
-            return [_delivery_row(d, uid) for d, uid in rows]
+            return [delivery_row(d, uid) for d, uid in rows]
 
     def results_delivered(self, study_uid: str) -> int:
         """How many of the study's SRs reached the PACS (the PACS counts them as its own)."""
@@ -908,7 +645,7 @@ class Catalogue:
 
     def add_timings(self, study_uid: str, timings: dict[str, float]) -> None:
         def work(s: Session) -> None:
-            study = _study(s, study_uid)
+            study = study_row(s, study_uid)
             if study is not None:
                 study.timings = json.dumps(
                     {**json.loads(study.timings or "{}"), **timings}, sort_keys=True
@@ -954,23 +691,6 @@ def _delivery_state(states: set[str]) -> str | None:
     return None
 
 
-def finding_row(r: Result) -> FindingRow:
-    details = json.loads(r.details) if r.details else {}
-    centre = details.get("lesion_centre_lps")
-    return FindingRow(
-        r.model_name,
-        r.model_version,
-        r.finding_meaning,
-        f"{r.finding_scheme}:{r.finding_value}",
-        r.probability,
-        r.threshold,
-        r.priority,
-        r.role,
-        details.get("lesion_volume_ml"),
-        (float(centre[0]), float(centre[1]), float(centre[2])) if centre else None,
-    )
-
-
 def _details_json(res: ModelResult) -> str | None:
     details: dict[str, Any] = {}
     if res.lesion_volume_ml is not None:
@@ -1003,22 +723,3 @@ def _record_result(s: Session, study: Study, res: ModelResult, sr_uid: str | Non
     row.created_at = utcnow()
     row.role = res.role
     row.details = _details_json(res)
-
-
-def _study(s: Session, study_uid: str) -> Study | None:
-    return s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
-
-
-def _delivery_row(d: Delivery, study_uid: str) -> DeliveryRow:
-    return DeliveryRow(
-        d.id,
-        study_uid,
-        d.sop_instance_uid,
-        d.key,
-        d.destination,
-        d.state,
-        d.attempts,
-        d.next_attempt_at,
-        d.last_error,
-        d.kind,
-    )
