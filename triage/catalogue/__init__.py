@@ -1,6 +1,7 @@
 """The catalogue: what was received, what state each study is in, what the models said."""
 
-from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS, Catalogue
+from triage.catalogue.catalogue import Catalogue
+from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS
 from triage.catalogue.rows import (
     AcknowledgementRow,
     ChainHead,

@@ -10,8 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-
-from sqlalchemy.engine import Row
+from typing import Protocol
 
 from triage.catalogue.tables import Acknowledgement, Delivery, Result, RevisionState, Series
 from triage.results import Priority
@@ -219,11 +218,21 @@ def finding_row(r: Result) -> FindingRow:
     )
 
 
-def series_summary(
-    series: Series, instances: Sequence[Row[tuple[str, str, str, int]]]
-) -> SeriesSummary:
-    """A catalogued series as selection sees it; ``instances``: (key, image_type,
-    sop_class_uid, frames) of each of its instances."""
+class InstanceColumns(Protocol):
+    """What ``series_summary`` reads of each instance (a query selects only these columns)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def image_type(self) -> str: ...
+    @property
+    def sop_class_uid(self) -> str: ...
+    @property
+    def frames(self) -> int | None: ...
+
+
+def series_summary(series: Series, instances: Sequence[InstanceColumns]) -> SeriesSummary:
+    """A catalogued series as selection sees it, from its row and those of its instances."""
     return SeriesSummary(
         series_instance_uid=series.series_instance_uid,
         modality=series.modality,
