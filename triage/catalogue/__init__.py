@@ -1,4 +1,8 @@
-"""The catalogue: what was received, what state each study is in, what the models said."""
+"""The catalogue: what was received, what state each study is in, what the models said.
+
+Everything a caller needs is imported from here; the modules behind it are the catalogue's own
+(``catalogue.py`` says which part does what).
+"""
 
 from triage.catalogue.catalogue import Catalogue
 from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS

@@ -6,6 +6,9 @@ A revision row is written in the same transaction as the triage run's outcome, s
 (its objects are in the outbox), ``held`` (it would lower the study's priority: it waits for
 `triage ack`) or ``discarded`` (held, then overtaken by a newer result before anyone
 acknowledged it; never sent).
+
+Functions that take the caller's session, so that they run inside its transaction
+(``Studies.finish_triage`` and ``Studies.acknowledge``).
 """
 
 from __future__ import annotations
