@@ -1,41 +1,47 @@
-"""The catalogue: what was received, what state each study is in, what the models said."""
+"""The catalogue: what was received, what state each study is in, what the models said.
 
-from triage.catalogue.database import (
-    BUSY_TIMEOUT_SECONDS,
+Everything a caller needs is imported from here; the modules behind it are the catalogue's own
+(``catalogue.py`` says which part does what).
+"""
+
+from triage.catalogue.catalogue import Catalogue
+from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS
+from triage.catalogue.rows import (
+    AcknowledgementRow,
+    ChainHead,
+    DeliveryRow,
+    FindingRow,
+    InstanceRecord,
+    NewRevision,
+    Outgoing,
+    SeriesSummary,
+    WorklistRow,
+    finding_row,
+)
+from triage.catalogue.tables import (
     DEAD,
     DELIVERED,
     NOT_ANALYSED,
     PENDING,
     RECEIVING,
-    RECORD_LOCK_WAIT_SECONDS,
     TRIAGED,
     TRIAGING,
+    Acknowledgement,
     Base,
-    Catalogue,
     Delivery,
-    DeliveryRow,
-    FindingRow,
     Instance,
-    InstanceRecord,
     ModelChange,
     ModelVersion,
+    ReportRevision,
     Result,
-    Series,
-    SeriesSummary,
-    Study,
-    WorklistRow,
-    finding_row,
-    utcnow,
-)
-from triage.catalogue.reports import (
-    AcknowledgementRow,
-    ChainHead,
-    NewRevision,
-    Outgoing,
     RevisionState,
+    Series,
+    Study,
+    utcnow,
 )
 
 __all__ = [
+    "Acknowledgement",
     "AcknowledgementRow",
     "BUSY_TIMEOUT_SECONDS",
     "Base",
@@ -56,6 +62,7 @@ __all__ = [
     "PENDING",
     "RECEIVING",
     "RECORD_LOCK_WAIT_SECONDS",
+    "ReportRevision",
     "Result",
     "RevisionState",
     "Series",

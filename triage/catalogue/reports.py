@@ -6,119 +6,29 @@ A revision row is written in the same transaction as the triage run's outcome, s
 (its objects are in the outbox), ``held`` (it would lower the study's priority: it waits for
 `triage ack`) or ``discarded`` (held, then overtaken by a newer result before anyone
 acknowledged it; never sent).
+
+Functions that take the caller's session, so that they run inside its transaction
+(``Studies.finish_triage`` and ``Studies.acknowledge``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from triage.catalogue.database import Base, Delivery, Study, utcnow
-
-
-class RevisionState(StrEnum):
-    RELEASED = "released"
-    HELD = "held"
-    DISCARDED = "discarded"
-
-
-class ReportRevision(Base):
-    """One revision of one model's result document (its SR, and the KOS/SEG/HL7 with it)."""
-
-    __tablename__ = "report_revisions"
-    __table_args__ = (UniqueConstraint("study_id", "chain", "number"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    chain: Mapped[str] = mapped_column(String(64))  # the model's name; "" for the node's own
-    number: Mapped[int] = mapped_column(Integer)  # the SR's InstanceNumber
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    priority: Mapped[str] = mapped_column(String(32))  # what it says
-    model_version: Mapped[str] = mapped_column(String(64), default="")
-    sr_sop_instance_uid: Mapped[str] = mapped_column(String(64))
-    sr_series_instance_uid: Mapped[str] = mapped_column(String(64))
-    predecessor_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default=RevisionState.RELEASED, index=True)
-    #: JSON list of [sop_instance_uid, key, destination, kind]: what goes to the outbox on release
-    objects: Mapped[str] = mapped_column(Text, default="[]")
-    generation: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    released_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-class Acknowledgement(Base):
-    """A person accepted a lower priority for a study (`triage ack`): the audit of downgrades."""
-
-    __tablename__ = "acknowledgements"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    who: Mapped[str] = mapped_column(String(128))
-    reason: Mapped[str] = mapped_column(Text)
-    from_priority: Mapped[str] = mapped_column(String(32))
-    to_priority: Mapped[str] = mapped_column(String(32))
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One object of a revision, and where it goes."""
-
-    sop_instance_uid: str
-    key: str
-    destination: str
-    kind: str = "sr"  # sr, kos, seg or hl7
-
-
-@dataclass(frozen=True)
-class NewRevision:
-    """A revision the triage run made (objects built and stored), to record with its outcome."""
-
-    chain: str
-    number: int
-    fingerprint: str
-    priority: str
-    model_version: str
-    sr_sop_instance_uid: str
-    sr_series_instance_uid: str
-    predecessor_sop_instance_uid: str | None
-    objects: tuple[Outgoing, ...]
-
-
-@dataclass(frozen=True)
-class ChainHead:
-    """Where a chain stands: its newest revision, and the newest one that reached the outbox."""
-
-    chain: str
-    latest_number: int
-    latest_fingerprint: str
-    latest_state: str
-    released_number: int | None
-    released_fingerprint: str | None
-    released_sr_sop_instance_uid: str | None
-    released_sr_series_instance_uid: str | None
-    released_priority: str | None
-
-    def says(self, fingerprint: str) -> bool:
-        """Whether the chain already says this: released, or held waiting for a person."""
-        return fingerprint == self.released_fingerprint or (
-            fingerprint == self.latest_fingerprint
-            and self.latest_state in (RevisionState.RELEASED, RevisionState.HELD)
-        )
-
-
-@dataclass(frozen=True)
-class AcknowledgementRow:
-    study_instance_uid: str
-    at: datetime
-    who: str
-    reason: str
-    from_priority: str
-    to_priority: str
+from triage.catalogue.rows import AcknowledgementRow, ChainHead, NewRevision, acknowledgement_row
+from triage.catalogue.tables import (
+    Acknowledgement,
+    Delivery,
+    ReportRevision,
+    RevisionState,
+    Study,
+    utcnow,
+)
 
 
 def chain_heads(s: Session, study_id: int) -> dict[str, ChainHead]:
@@ -255,9 +165,7 @@ def release_held(s: Session, study: Study, *, who: str, reason: str) -> Acknowle
     s.add(ack)
     study.priority = study.held_priority
     study.held_priority = None
-    return AcknowledgementRow(
-        study.study_instance_uid, now, ack.who, ack.reason, ack.from_priority, ack.to_priority
-    )
+    return acknowledgement_row(ack, study.study_instance_uid)
 
 
 def acknowledgements(s: Session) -> list[AcknowledgementRow]:
@@ -266,10 +174,7 @@ def acknowledgements(s: Session) -> list[AcknowledgementRow]:
         .join(Study, Study.id == Acknowledgement.study_id)
         .order_by(Acknowledgement.id)
     )
-    return [
-        AcknowledgementRow(uid, a.at, a.who, a.reason, a.from_priority, a.to_priority)
-        for a, uid in rows
-    ]
+    return [acknowledgement_row(a, uid) for a, uid in rows]
 
 
 def _release(s: Session, study: Study, row: ReportRevision, now: datetime) -> None:

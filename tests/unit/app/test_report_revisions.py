@@ -20,7 +20,7 @@ from support.factories import phantom_ct_series
 from triage.analysis.evidence import keep_lesion
 from triage.app import pipeline
 from triage.app.services import Services
-from triage.catalogue import Catalogue, RevisionState
+from triage.catalogue import Catalogue, ReportRevision, RevisionState
 from triage.config import load_settings
 from triage.dimse import SUCCESS
 from triage.errors import StorageError
@@ -170,8 +170,6 @@ def test_a_held_downgrade_overtaken_by_the_first_result_is_never_sent(node: Node
     with pytest.raises(StorageError, match="no lower priority waiting"):
         node.svc.catalogue.acknowledge(study, who="someone", reason="nothing to accept")
     with node.svc.catalogue.session() as s:
-        from triage.catalogue.reports import ReportRevision
-
         states = sorted(r.state for r in s.query(ReportRevision))
     assert states == [RevisionState.DISCARDED, RevisionState.RELEASED]
 

@@ -30,7 +30,7 @@ from support.receivers import (
 )
 from support.scu import store
 
-from triage.catalogue.database import Study
+from triage.catalogue import Study
 from triage.dimse import SUCCESS
 from triage.receive.receiver import Receiver, describe_instance
 from triage.results import Priority

@@ -1,0 +1,22 @@
+"""The ``Catalogue``: what was received, what state each study is in, what the models said.
+
+One object over one database, made of a part per concern, each in its own module: receiving
+(``receiving.py``), the studies through triage and their report revisions (``studies.py``), the
+outbox (``outbox.py``) and the worklist (``worklist.py``). They share the engine, ``session()``
+and ``transaction()`` of ``database.Database``; callers only ever see the ``Catalogue``.
+"""
+
+from __future__ import annotations
+
+from triage.catalogue.outbox import Outbox
+from triage.catalogue.receiving import Receiving
+from triage.catalogue.studies import Studies
+from triage.catalogue.worklist import Worklist
+
+
+class Catalogue(Receiving, Studies, Outbox, Worklist):
+    """The node's catalogue, opened (created or migrated) from a SQLAlchemy URL.
+
+    ``transaction(work)`` is the public way to run a caller's own work in one transaction that
+    waits out a locked database (the model registry keeps its tables this way).
+    """
