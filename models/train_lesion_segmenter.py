@@ -38,15 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from triage.analysis.head_ct import head_ct_rule  # noqa: E402
 from triage.analysis.inference import network_output, segmentation_score  # noqa: E402
+from triage.analysis.model import SegmentationScore, SlidingWindow, TriageModel  # noqa: E402
 from triage.analysis.preprocess import InputSpec, model_input_with_affine  # noqa: E402
 from triage.analysis.selection import SeriesRule  # noqa: E402
-from triage.modelops.bundle import TriageModel  # noqa: E402
 from triage.modelops.metrics import (  # noqa: E402
     auroc,
     operating_point,
     threshold_for_sensitivity,
 )
-from triage.modelops.options import SegmentationScore, SlidingWindow  # noqa: E402
+from triage.modelops.network import load_network  # noqa: E402
 from triage.results import Priority  # noqa: E402
 from triage.synthetic.phantom import head_phantom, random_grid  # noqa: E402
 
@@ -184,6 +184,7 @@ def pipeline_model(out: Path) -> TriageModel:
             INFERER["sw_batch_size"],
             INFERER["mode"],
         ),
+        loader=load_network,
     )
 
 

@@ -4,45 +4,46 @@ Every setting has an environment variable ``TRIAGE_<NAME>``; a TOML file named b
 ``TRIAGE_CONFIG`` may hold the same names in lower case (``quiet_seconds = 10``). The environment
 wins over the file. With nothing set, the node runs on one machine: SQLite and a local folder
 under ``TRIAGE_HOME``.
+
+This module holds `Settings`, which setting is parsed how and its default, the TOML file and
+`load_settings`; the value types (`DicomNode`, `AllowedAE`) and the parsers are in
+`triage.config_values`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from triage.config_values import (
+    AllowedAE,
+    DicomNode,
+    parse_ae_title,
+    parse_allowed_aes,
+    parse_choice,
+    parse_device,
+    parse_host_port,
+    parse_log_level,
+    parse_modalities,
+    parse_node,
+    parse_optional_seconds,
+    parse_pem_file,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
+    parse_secret_file,
+    parse_sop_classes,
+    parse_uneven_spacing,
+    parse_url,
+    parse_yes_no,
+)
 from triage.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class DicomNode:
-    """A remote DICOM application entity: where results are sent."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class AllowedAE:
-    """One entry of TRIAGE_ALLOWED_AES: a calling AE title, optionally only from one host."""
-
-    ae_title: str
-    host: str | None = None
-
-    def __str__(self) -> str:
-        return self.ae_title if self.host is None else f"{self.ae_title}@{self.host}"
 
 
 @dataclass(frozen=True)
@@ -127,244 +128,6 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
-
-
-def parse_ae_title(name: str, value: str) -> str:
-    title = value.strip()
-    if not title or not _AE_RE.match(value.rstrip()) or len(title) > 16:
-        raise ConfigError(
-            f"{name}={value!r} is not a valid AE title: use 1-16 printable ASCII characters "
-            "without a backslash, e.g. TRIAGE"
-        )
-    return title
-
-
-def parse_port(name: str, value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{name}={value!r} is not a TCP port: use a number from 1 to 65535")
-    return port
-
-
-def parse_node(name: str, value: str) -> DicomNode | None:
-    if not value.strip():
-        return None
-    match = re.fullmatch(r"\s*([^@]+)@([^:@\s]+):(\d+)\s*", value)
-    if not match:
-        raise ConfigError(
-            f"{name}={value!r} is not a DICOM node: write it as AE@host:port, "
-            "e.g. ORTHANC@127.0.0.1:4242"
-        )
-    ae, host, port = match.groups()
-    return DicomNode(parse_ae_title(name, ae), host, parse_port(name, port))
-
-
-_HOST_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME_RE = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*\.?$")
-
-
-def _is_host(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return len(text) <= 253 and bool(_HOSTNAME_RE.match(text))
-
-
-def parse_allowed_aes(name: str, value: str) -> tuple[AllowedAE, ...]:
-    """Comma separated ``AE`` or ``AE@host`` entries; blank means any calling AE is accepted."""
-    entries = []
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        if "@" not in item:
-            entries.append(AllowedAE(parse_ae_title(name, item)))
-            continue
-        title, _, host = item.rpartition("@")
-        if not _is_host(host.strip()):
-            raise ConfigError(
-                f"{name}={value!r}: {host!r} in {item!r} is not a host name or IP address; "
-                "write each entry as AE or AE@host, e.g. CT_SCANNER,MR_SCANNER@10.0.0.7"
-            )
-        entries.append(AllowedAE(parse_ae_title(name, title), host.strip()))
-    return tuple(entries)
-
-
-def _pem_file(name: str, value: str) -> Path | None:
-    """A readable PEM file (certificate, private key or CA bundle); blank means not set."""
-    if not value.strip():
-        return None
-    path = Path(value.strip()).expanduser().resolve()
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{name}={value!r}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{name}={value!r} is a folder: give the PEM file itself") from None
-    except PermissionError:
-        raise ConfigError(
-            f"{name}={value!r} cannot be read (permission denied): make it readable by the "
-            "user that runs the node"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{name}={value!r} cannot be read: {exc.strerror}") from None
-    if b"-----BEGIN " not in content:
-        raise ConfigError(
-            f"{name}={value!r} is not a PEM file (no '-----BEGIN' line): give the "
-            "certificate, private key or CA bundle in PEM format"
-        )
-    return path
-
-
-def _yes_no(name: str, value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0", ""):
-        return False
-    raise ConfigError(f"{name}={value!r} is not a yes/no value: use true or false")
-
-
-def _positive_float(name: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number > 0:
-        raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
-    return number
-
-
-def _positive_int(name: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 1:
-        raise ConfigError(f"{name}={value!r} must be a whole number of at least 1")
-    return number
-
-
-def _device(name: str, value: str) -> str:
-    if value not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", value):
-        raise ConfigError(f"{name}={value!r} is not a device: use auto, cpu, cuda or cuda:N")
-    return value
-
-
-def _log_level(name: str, value: str) -> str:
-    level = value.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"{name}={value!r} is not a log level: use DEBUG, INFO, WARNING or ERROR")
-    return level
-
-
-def _choice(*choices: str) -> Callable[[str, str], str]:
-    def parse(name: str, value: str) -> str:
-        choice = value.strip().lower()
-        if choice not in choices:
-            raise ConfigError(f"{name}={value!r}: use one of {', '.join(choices)}")
-        return choice
-
-    return parse
-
-
-def _optional_seconds(name: str, value: str) -> float | None:
-    return _positive_float(name, value) if value.strip() else None
-
-
-def _modalities(name: str, value: str) -> tuple[str, ...]:
-    items = tuple(v.strip().upper() for v in value.split(",") if v.strip())
-    if not items or not all(re.fullmatch(r"[A-Z0-9]{1,16}", v) for v in items):
-        raise ConfigError(f"{name}={value!r}: give modalities as a comma list, e.g. CT,MR")
-    return items
-
-
-def _url(name: str, value: str) -> str:
-    url = value.strip().rstrip("/")
-    if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
-        raise ConfigError(
-            f"{name}={value!r} is not an http(s) URL: give the DICOMweb root, e.g. "
-            "https://pacs.example/dicom-web"
-        )
-    return url
-
-
-def _host_port(name: str, value: str) -> str:
-    text = value.strip()
-    if text and not re.fullmatch(r"[^:\s]+:\d{1,5}", text):
-        raise ConfigError(f"{name}={value!r}: write the MLLP endpoint as host:port")
-    return text
-
-
-def _secret_file(name: str, value: str) -> Path | None:
-    if not value.strip():
-        return None
-    path = Path(value.strip()).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{name}={value!r}: no such file")
-    return path
-
-
-_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+")
-
-
-def _sop_classes(name: str, value: str) -> tuple[str, ...]:
-    """``storage``, ``images``, storage SOP class keywords and UIDs, comma separated; keywords
-    become UIDs (the receiver expands the two groups)."""
-    import difflib
-
-    from pydicom.uid import UID
-    from pynetdicom import sop_class
-    from pynetdicom.presentation import AllStoragePresentationContexts
-
-    storage = {str(cx.abstract_syntax) for cx in AllStoragePresentationContexts}
-    named = vars(sop_class).items()
-    keywords = {k: str(v) for k, v in named if isinstance(v, str) and v in storage}
-    keywords |= {UID(u).keyword: u for u in storage if UID(u).keyword}
-    by_lower = {k.lower(): u for k, u in keywords.items()}
-    items = [part.strip() for part in value.split(",") if part.strip()]
-    if not items:
-        raise ConfigError(
-            f"{name}={value!r}: give storage (every storage SOP class), images (the image "
-            "classes), or SOP class keywords or UIDs, comma separated"
-        )
-    out: list[str] = []
-    for item in items:
-        uid = UID(item if len(item) <= 64 and _UID_RE.fullmatch(item) else "0")
-        if item.lower() in ("storage", "images"):
-            out.append(item.lower())
-        elif item.lower() in by_lower:
-            out.append(by_lower[item.lower()])
-        elif uid != item:
-            close = difflib.get_close_matches(item, [*keywords, "storage", "images"], 1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise ConfigError(
-                f"{name}={value!r}: {item!r} is neither storage, images, a storage SOP class "
-                f"keyword (e.g. SecondaryCaptureImageStorage) nor a UID{hint}"
-            )
-        elif uid not in storage and uid.name != uid and not uid.name.endswith("Storage"):
-            raise ConfigError(
-                f"{name}={value!r}: {item} is the UID of {uid.name}, not a storage SOP class"
-            )
-        else:
-            out.append(str(uid))  # a standard, retired or private storage class
-    return tuple(dict.fromkeys(out))
-
-
-def _uneven_spacing(name: str, value: str) -> str:
-    choice = value.strip().lower()
-    if choice not in ("resample", "refuse"):
-        raise ConfigError(
-            f"{name}={value!r}: use resample (uneven slice steps and missing slices are "
-            "interpolated onto a regular grid) or refuse (such series are not analysed)"
-        )
-    return choice
-
-
 def _default_home() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "triage")
@@ -376,35 +139,35 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "host": (lambda n, v: v.strip() or "127.0.0.1", lambda home: "127.0.0.1"),
     "port": (parse_port, lambda home: "11112"),
     "pacs": (parse_node, lambda home: ""),
-    "quiet_seconds": (_positive_float, lambda home: "5"),
+    "quiet_seconds": (parse_positive_float, lambda home: "5"),
     "database_url": (lambda n, v: v, lambda home: f"sqlite:///{home / 'catalogue.db'}"),
     "store": (lambda n, v: v, lambda home: str(home / "store")),
     "models": (lambda n, v: Path(v).expanduser(), lambda home: str(PROJECT_ROOT / "models")),
-    "device": (_device, lambda home: "auto"),
-    "delivery_max_tries": (_positive_int, lambda home: "8"),
-    "delivery_backoff_seconds": (_positive_float, lambda home: "2"),
-    "log_level": (_log_level, lambda home: "INFO"),
-    "uneven_spacing": (_uneven_spacing, lambda home: "resample"),
+    "device": (parse_device, lambda home: "auto"),
+    "delivery_max_tries": (parse_positive_int, lambda home: "8"),
+    "delivery_backoff_seconds": (parse_positive_float, lambda home: "2"),
+    "log_level": (parse_log_level, lambda home: "INFO"),
+    "uneven_spacing": (parse_uneven_spacing, lambda home: "resample"),
     "allowed_aes": (parse_allowed_aes, lambda home: ""),
-    "tls_cert": (_pem_file, lambda home: ""),
-    "tls_key": (_pem_file, lambda home: ""),
-    "tls_ca": (_pem_file, lambda home: ""),
-    "pacs_tls": (_yes_no, lambda home: "false"),
-    "pacs_protocol": (_choice("dimse", "dicomweb"), lambda home: "dimse"),
-    "pull_interval": (_optional_seconds, lambda home: ""),
-    "pull_retrieve": (_choice("c-move", "c-get"), lambda home: "c-move"),
-    "pull_modalities": (_modalities, lambda home: "CT,MR"),
-    "pull_overlap_minutes": (_positive_float, lambda home: "10"),
-    "pull_look_back_hours": (_positive_float, lambda home: "24"),
-    "dicomweb_url": (_url, lambda home: ""),
+    "tls_cert": (parse_pem_file, lambda home: ""),
+    "tls_key": (parse_pem_file, lambda home: ""),
+    "tls_ca": (parse_pem_file, lambda home: ""),
+    "pacs_tls": (parse_yes_no, lambda home: "false"),
+    "pacs_protocol": (parse_choice("dimse", "dicomweb"), lambda home: "dimse"),
+    "pull_interval": (parse_optional_seconds, lambda home: ""),
+    "pull_retrieve": (parse_choice("c-move", "c-get"), lambda home: "c-move"),
+    "pull_modalities": (parse_modalities, lambda home: "CT,MR"),
+    "pull_overlap_minutes": (parse_positive_float, lambda home: "10"),
+    "pull_look_back_hours": (parse_positive_float, lambda home: "24"),
+    "dicomweb_url": (parse_url, lambda home: ""),
     "dicomweb_user": (lambda n, v: v.strip(), lambda home: ""),
     "dicomweb_password": (lambda n, v: v, lambda home: ""),
-    "dicomweb_password_file": (_secret_file, lambda home: ""),
+    "dicomweb_password_file": (parse_secret_file, lambda home: ""),
     "dicomweb_token": (lambda n, v: v.strip(), lambda home: ""),
-    "dicomweb_token_file": (_secret_file, lambda home: ""),
-    "hl7_endpoint": (_host_port, lambda home: ""),
-    "hold_downgrades": (_yes_no, lambda home: "true"),
-    "accept_sop_classes": (_sop_classes, lambda home: "storage"),
+    "dicomweb_token_file": (parse_secret_file, lambda home: ""),
+    "hl7_endpoint": (parse_host_port, lambda home: ""),
+    "hold_downgrades": (parse_yes_no, lambda home: "true"),
+    "accept_sop_classes": (parse_sop_classes, lambda home: "storage"),
 }
 
 

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
+from triage.analysis.model import SegmentationScore, TriageModel
 from triage.errors import ModelError
-from triage.modelops.bundle import TriageModel
-from triage.modelops.options import SegmentationScore
 
 # PyTorch's CPU allocator reports running out of memory as a plain RuntimeError
 _CPU_OUT_OF_MEMORY = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")

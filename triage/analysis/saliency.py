@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from triage.analysis.inference import model_failure, region_around_peak, run_network
+from triage.analysis.model import TriageModel
 from triage.errors import ModelError
-
-if TYPE_CHECKING:  # a model is passed in; analysis does not import the later modelops stage
-    from triage.modelops.bundle import TriageModel
 
 #: The saliency is averaged over a box about this wide (mm) before its maximum is taken.
 SMOOTHING_MM = 20.0

@@ -24,6 +24,7 @@ import torch
 from triage import __version__
 from triage.analysis.evidence import keep_lesion
 from triage.analysis.inference import Score, score
+from triage.analysis.model import TriageModel
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.priority import priority_for, study_priority
 from triage.analysis.saliency import key_point
@@ -31,7 +32,6 @@ from triage.analysis.selection import select_series
 from triage.app.services import Services
 from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.imaging.volume import AssemblyOptions, assemble_volume
-from triage.modelops.bundle import TriageModel
 from triage.report.documents import ChainOutcome, ReportPlan, write_documents
 from triage.report.revisions import NODE_CHAIN
 from triage.results import SHADOW, ModelResult, Priority

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from triage.analysis.model import TriageModel
 from triage.analysis.preprocess import select_device
 from triage.catalogue import Catalogue
 from triage.config import Settings
-from triage.modelops.bundle import TriageModel
 from triage.modelops.registry import ModelLifecycle, running_names
 from triage.store import ObjectStore, open_store
 

@@ -1,4 +1,4 @@
-"""Model registry: MONAI bundles read with MONAI's own bundle tools, and their networks.
+"""MONAI bundles read and checked with MONAI's own bundle tools, and their versions.
 
 A bundle is a folder (or a zip of one) in the MONAI bundle layout, as the MONAI model zoo ships
 it: ``configs/metadata.json``, ``configs/inference.json`` (or ``.yaml``) with a ``network_def``,
@@ -8,85 +8,43 @@ which series, which finding, threshold, priority - comes from a separate options
 own version and a hash of its content and options (``1.0.0+3fa2b1c9``): the same content is
 always the same version, and any change makes a new one.
 
-Versions, roles (active, shadow) and the audit trail are in `triage.modelops.registry`; the
-trial run
-at registration is in `triage.modelops.validation`.
+This module reads and checks a bundle and names its version. How its network is built is in
+`triage.modelops.network`, its zip in `triage.modelops.archive`; what the pipeline runs is a
+`triage.analysis.model.TriageModel` (`Bundle.model`). Versions, roles (active, shadow) and the
+audit trail are in `triage.modelops.registry`; the trial run at registration is in
+`triage.modelops.validation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import io
 import logging
 import os
 import re
 import tempfile
-import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from pydicom.sr.coding import Code
-
-from triage.analysis.preprocess import InputSpec
-from triage.analysis.selection import SeriesRule
+from triage.analysis.model import SlidingWindow, TriageModel
 from triage.errors import ModelError
+from triage.modelops.archive import bundle_zip, unpack_zip
+from triage.modelops.network import inference_config, load_network
 from triage.modelops.options import (
     OPTIONS_FILES,
     ModelOptions,
-    SegmentationScore,
-    SlidingWindow,
     find_options_file,
     read_options_file,
     sliding_window_from,
 )
-from triage.results import Priority
 
 log = logging.getLogger(__name__)
 
 OPTIONS_FILE = "triage.json"
-CONFIG_FILES = ("inference.json", "inference.yaml", "inference.yml")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-@dataclass
-class TriageModel:
-    """One model version as the pipeline runs it (the network is loaded on first use)."""
-
-    name: str
-    version: str
-    path: Path
-    rule: SeriesRule
-    input: InputSpec
-    activation: str
-    output_index: int
-    finding: Code
-    threshold: float
-    positive_priority: Priority
-    task: str = "classification"
-    segmentation: SegmentationScore | None = None
-    sliding_window: SlidingWindow | None = None
-    #: "active" (changes priorities, reports to the PACS) or "shadow" (recorded only)
-    role: str = "active"
-    _networks: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def network(self, device: torch.device) -> torch.nn.Module:
-        """The network with its weights, on device, in eval mode (loaded once per device)."""
-        with self._lock:
-            if str(device) not in self._networks:
-                self._networks[str(device)] = load_network(self.path, device)
-            return self._networks[str(device)]
-
-    def with_role(self, role: str) -> TriageModel:
-        """The same model (and loaded network) in another role."""
-        return dataclasses.replace(self, role=role)
 
 
 @dataclass(frozen=True)
@@ -110,6 +68,7 @@ class Bundle:
         return f"{self.metadata_version[:50]}+{self.content_hash[:8]}"
 
     def model(self, role: str = "active") -> TriageModel:
+        """The bundle as the pipeline runs it; its network is loaded on first use."""
         o = self.options
         return TriageModel(
             name=self.name,
@@ -126,24 +85,14 @@ class Bundle:
             segmentation=o.segmentation,
             sliding_window=sliding_window_of(self.path, o),
             role=role,
+            loader=load_network,
         )
 
     def archive(self) -> bytes:
         """The bundle as a zip (its files and its options as triage.json), byte for byte the
         same for the same content: what the object store keeps."""
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-            for rel in self.files:
-                _add_to_zip(zf, rel, (self.path / rel).read_bytes())
-            _add_to_zip(zf, OPTIONS_FILE, self.options.pretty().encode("utf-8"))
-        return buffer.getvalue()
-
-
-def _add_to_zip(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
-    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.external_attr = 0o644 << 16
-    zf.writestr(info, data)
+        options = self.options.pretty().encode("utf-8")
+        return bundle_zip(self.path, self.files, {OPTIONS_FILE: options})
 
 
 def _read_config(path: Path, what: str) -> dict[str, Any]:
@@ -159,13 +108,6 @@ def _read_config(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelError(f"{path} must hold an object (key: value pairs)")
     return data
-
-
-def inference_config(folder: Path) -> Path | None:
-    """configs/inference.json (or .yaml / .yml) of a bundle folder, if it has one."""
-    return next(
-        (folder / "configs" / n for n in CONFIG_FILES if (folder / "configs" / n).is_file()), None
-    )
 
 
 def bundle_files(folder: Path) -> list[str]:
@@ -261,28 +203,6 @@ def open_bundle(source: Path, options: Path | None = None) -> Iterator[Bundle]:
         yield read_bundle(root, options, name=name)
 
 
-def unpack_zip(data: bytes, target: Path, where: str) -> Path:
-    """Unpack a bundle zip into target; the folder holding configs/metadata.json."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for member in zf.infolist():
-                parts = Path(member.filename).parts
-                if member.filename.startswith("/") or ".." in parts:
-                    raise ModelError(f"{where} holds an unsafe path {member.filename!r}")
-            zf.extractall(target)
-    except zipfile.BadZipFile as exc:
-        raise ModelError(f"{where} is not a readable zip file: {exc}") from None
-    if (target / "configs" / "metadata.json").is_file():
-        return target
-    roots = [d for d in target.iterdir() if (d / "configs" / "metadata.json").is_file()]
-    if len(roots) != 1:
-        raise ModelError(
-            f"{where} holds no MONAI bundle: expected configs/metadata.json at its top or in "
-            "one top folder"
-        )
-    return roots[0]
-
-
 def sliding_window_of(folder: Path, options: ModelOptions) -> SlidingWindow | None:
     """The options' sliding window, else the bundle's own SlidingWindowInferer, else none."""
     if options.sliding_window is False:
@@ -321,88 +241,6 @@ def sliding_window_of(folder: Path, options: ModelOptions) -> SlidingWindow | No
 def load_bundle(bundle: Path) -> TriageModel:
     """Read a bundle folder with its options beside it (weights are loaded on first use)."""
     return read_bundle(Path(bundle)).model()
-
-
-def load_network(bundle: Path, device: torch.device) -> torch.nn.Module:
-    """Instantiate ``network_def`` from the bundle config and load its weights."""
-    from monai.bundle import ConfigParser
-
-    ts_path = bundle / "models" / "model.ts"
-    pt_path = bundle / "models" / "model.pt"
-    if ts_path.is_file() and not pt_path.is_file():
-        try:
-            net: torch.nn.Module = torch.jit.load(str(ts_path), map_location=device)
-        except Exception as exc:
-            raise ModelError(f"{ts_path} is not a loadable TorchScript model: {exc}") from exc
-        return net.eval()
-    config = inference_config(bundle)
-    if config is None:
-        raise ModelError(f"{bundle}/configs has no inference.json or inference.yaml")
-    if not pt_path.is_file():
-        raise ModelError(f"{pt_path} is missing: the bundle has no weights")
-    parser = ConfigParser()
-    try:
-        parser.read_config(str(config))
-        net = parser.get_parsed_content("network_def", instantiate=True)
-    except Exception as exc:
-        cause = f" ({_first_line(exc.__cause__)})" if exc.__cause__ is not None else ""
-        raise ModelError(
-            f"{config}: network_def cannot be built: {_first_line(exc)}{cause}"
-        ) from exc
-    if not isinstance(net, torch.nn.Module):
-        raise ModelError(f"{config}: network_def builds a {type(net).__name__}, not a network")
-    try:
-        state = torch.load(pt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(
-            f"{pt_path} cannot be read as PyTorch weights (torch.load: {_first_line(exc)})"
-        ) from exc
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise ModelError(f"{pt_path} holds a {type(state).__name__}, not a state_dict of weights")
-    mismatch = _mismatch(net, state)
-    try:
-        net.load_state_dict(state)
-    except Exception as exc:
-        raise ModelError(
-            f"{pt_path} does not fit the network in {config.name} "
-            f"({type(net).__name__}): {mismatch or _first_line(exc)}"
-        ) from exc
-    return net.to(device).eval()
-
-
-def _mismatch(net: torch.nn.Module, state: Mapping[str, Any]) -> str:
-    """How a state_dict differs from the network's, in a line (torch lists every key)."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [
-        k
-        for k in own
-        if k in state
-        and hasattr(state[k], "shape")
-        and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} weight(s) of the network are not in it (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} weight(s) fit no layer (e.g. {unexpected[0]})")
-    if reshaped:
-        k = reshaped[0]
-        parts.append(
-            f"{len(reshaped)} weight(s) have another shape (e.g. {k}: "
-            f"{list(state[k].shape)} in the file, {list(own[k].shape)} in the network)"
-        )
-    if parts:
-        parts.append("are these the weights of another network?")
-    return "; ".join(parts)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def discover_models(models_dir: Path, role: str | None = "active") -> list[TriageModel]:

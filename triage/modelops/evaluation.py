@@ -29,13 +29,13 @@ import torch
 from pydicom.errors import InvalidDicomError
 
 from triage.analysis.inference import score
+from triage.analysis.model import TriageModel
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.selection import select_series
 from triage.catalogue import SeriesSummary
 from triage.errors import ModelError, NotAVolumeError, TriageError
 from triage.imaging.inspect import as_catalogued
 from triage.imaging.volume import AssemblyOptions, load_files
-from triage.modelops.bundle import TriageModel
 from triage.modelops.metrics import (
     auroc,
     histogram,

@@ -4,6 +4,8 @@ An ML engineer writes them in a small JSON or YAML file beside the bundle (``tri
 passes it to ``triage models register BUNDLE --options FILE``: which series the model runs on,
 its input, how its output becomes the probability of its finding, the operating threshold and
 the priority of a positive result. The format is documented in the README ("Models").
+The values a running model carries (`SegmentationScore`, `SlidingWindow`) are defined with it
+in `triage.analysis.model`; this module reads and checks them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from pydicom.sr.coding import Code
 
+from triage.analysis.model import SegmentationScore, SlidingWindow
 from triage.analysis.preprocess import InputSpec
 from triage.analysis.selection import SeriesRule
 from triage.errors import ModelError
@@ -41,46 +44,6 @@ KNOWN_KEYS = (
     "positive_priority",
     "first_start",
 )
-
-
-@dataclass(frozen=True)
-class SegmentationScore:
-    """How a segmentation model's lesion channel becomes the finding's probability.
-
-    ``max_probability``: the highest voxel probability. ``lesion_volume``: the volume V (mL) of
-    the voxels at or above ``voxel_threshold`` gives V / (V + ``half_volume_ml``), 0.5 at
-    ``half_volume_ml``. Either way the lesion (voxels at or above ``voxel_threshold``) gives the
-    volume and the centre reported in the SR.
-    """
-
-    score: str = "max_probability"
-    voxel_threshold: float = 0.5
-    half_volume_ml: float = 0.5
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "score": self.score,
-            "voxel_threshold": self.voxel_threshold,
-            "half_volume_ml": self.half_volume_ml,
-        }
-
-
-@dataclass(frozen=True)
-class SlidingWindow:
-    """Run the network on overlapping windows of ``roi_size`` (MONAI sliding_window_inference)."""
-
-    roi_size: tuple[int, int, int]
-    overlap: float = 0.25
-    sw_batch_size: int = 1
-    mode: str = "gaussian"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "roi_size": list(self.roi_size),
-            "overlap": self.overlap,
-            "sw_batch_size": self.sw_batch_size,
-            "mode": self.mode,
-        }
 
 
 @dataclass(frozen=True)

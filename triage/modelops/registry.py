@@ -13,18 +13,16 @@ and a row in the catalogue. Its state is one of:
 Every registration and every change of state is a row of the audit trail (``model_changes``):
 who, when, what and why. ``rollback`` re-activates the version that was active before the
 current one, as the audit trail tells.
+
+The values it hands out (`VersionInfo`, `Change`) and the states are in
+`triage.modelops.versions`; unpacking a stored version into the local cache is in
+`triage.modelops.cache`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import shutil
-import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,73 +31,30 @@ from sqlalchemy import desc, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from triage.analysis.model import TriageModel
 from triage.catalogue import Catalogue, ModelChange, ModelVersion, Result, utcnow
 from triage.errors import ModelError
-from triage.modelops.bundle import (
-    Bundle,
-    TriageModel,
-    open_bundle,
-    read_bundle,
-    read_bundles,
-    unpack_zip,
+from triage.modelops.bundle import Bundle, open_bundle, read_bundles
+from triage.modelops.cache import cached_model
+from triage.modelops.versions import (
+    ACTIVE,
+    FIRST_START_BY,
+    REGISTERED,
+    RETIRED,
+    SHADOW,
+    STATES,
+    Change,
+    VersionInfo,
+    audit_row,
+    bundle_summary,
+    change_info,
+    require_who,
+    version_info,
 )
+from triage.modelops.versions import running_names as running_names  # what callers import
 from triage.store import ObjectStore
 
 log = logging.getLogger(__name__)
-
-REGISTERED = "registered"
-ACTIVE = "active"
-SHADOW = "shadow"
-RETIRED = "retired"
-STATES = (REGISTERED, ACTIVE, SHADOW, RETIRED)
-#: who the audit names for what the node does by itself at its first start
-FIRST_START_BY = "triage (first start)"
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One registered model version, as the catalogue keeps it."""
-
-    name: str
-    version: str
-    content_hash: str
-    key: str
-    task: str
-    state: str
-    options: dict[str, Any]
-    summary: dict[str, Any]
-    trial: dict[str, Any] | None
-    evaluation: dict[str, Any] | None
-    registered_at: datetime
-    registered_by: str
-
-    @property
-    def threshold(self) -> float:
-        return float(self.options["threshold"])
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["registered_at"] = self.registered_at.isoformat() + "Z"
-        return out
-
-
-@dataclass(frozen=True)
-class Change:
-    """One row of the audit trail."""
-
-    at: datetime
-    who: str
-    action: str
-    model_name: str
-    model_version: str
-    from_state: str | None
-    to_state: str
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["at"] = self.at.isoformat() + "Z"
-        return out
 
 
 class ModelLifecycle:
@@ -125,7 +80,7 @@ class ModelLifecycle:
             query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.id)
             if name is not None:
                 query = query.where(ModelVersion.name == name)
-            return [_info(row) for row in s.scalars(query)]
+            return [version_info(row) for row in s.scalars(query)]
 
     def running(self) -> list[VersionInfo]:
         """The active and shadow versions: what the pipeline runs."""
@@ -139,7 +94,7 @@ class ModelLifecycle:
                 query = query.where(ModelChange.model_name == name)
             if limit is not None:
                 query = query.limit(limit)
-            return [_change(row) for row in s.scalars(query)]
+            return [change_info(row) for row in s.scalars(query)]
 
     def revision(self) -> int:
         """A number that changes whenever the registry does (the newest audit row)."""
@@ -206,7 +161,7 @@ class ModelLifecycle:
         catalogued unless every check passed; the same content registered again is the same
         version and is not stored twice.
         """
-        _require_who(by)
+        require_who(by)
         with open_bundle(Path(source), options) as bundle:
             known = self._get(bundle.name, bundle.version)
             if known is not None:
@@ -246,7 +201,7 @@ class ModelLifecycle:
     def _insert(
         self, bundle: Bundle, key: str, trial: dict[str, Any] | None, by: str, reason: str
     ) -> VersionInfo:
-        summary = _summary(bundle)
+        summary = bundle_summary(bundle)
 
         def work(s: Session) -> VersionInfo:
             row = ModelVersion(
@@ -264,9 +219,9 @@ class ModelLifecycle:
                 registered_by=by,
             )
             s.add(row)
-            s.add(_audit(by, "register", bundle.name, bundle.version, None, REGISTERED, reason))
+            s.add(audit_row(by, "register", bundle.name, bundle.version, None, REGISTERED, reason))
             s.flush()
-            return _info(row)
+            return version_info(row)
 
         return self.catalogue.transaction(work)
 
@@ -341,7 +296,7 @@ class ModelLifecycle:
         self, name: str, version: str, evaluation: dict[str, Any], *, by: str
     ) -> VersionInfo:
         """Keep the evaluation with the version (the last one counts) and note it in the audit."""
-        _require_who(by)
+        require_who(by)
         info = self.find(name, version)
 
         def work(s: Session) -> VersionInfo:
@@ -351,15 +306,15 @@ class ModelLifecycle:
                 f"AUROC {evaluation.get('auroc')} on {evaluation.get('dataset')} "
                 f"({evaluation.get('studies')} studies)"
             )
-            s.add(_audit(by, "evaluate", name, info.version, row.state, row.state, note))
-            return _info(row)
+            s.add(audit_row(by, "evaluate", name, info.version, row.state, row.state, note))
+            return version_info(row)
 
         return self.catalogue.transaction(work)
 
     def _change(
         self, name: str, version: str, to_state: str, action: str, by: str, reason: str
     ) -> VersionInfo:
-        _require_who(by)
+        require_who(by)
         if to_state not in STATES:
             raise ModelError(f"unknown state {to_state!r}: use one of {', '.join(STATES)}")
 
@@ -375,7 +330,7 @@ class ModelLifecycle:
                 ):
                     other.state = REGISTERED
                     s.add(
-                        _audit(
+                        audit_row(
                             by,
                             "replace",
                             name,
@@ -385,9 +340,9 @@ class ModelLifecycle:
                             f"replaced by {version} ({action})",
                         )
                     )
-            s.add(_audit(by, action, name, version, row.state, to_state, reason))
+            s.add(audit_row(by, action, name, version, row.state, to_state, reason))
             row.state = to_state
-            return _info(row)
+            return version_info(row)
 
         info = self.catalogue.transaction(work)
         log.info("model %s %s is now %s (%s by %s)", name, version, to_state, action, by)
@@ -408,124 +363,11 @@ class ModelLifecycle:
                     ModelVersion.name == name, ModelVersion.version == version
                 )
             )
-            return _info(row) if row is not None else None
+            return version_info(row) if row is not None else None
 
     # -- loading ----------------------------------------------------------------------------
 
     def model(self, info: VersionInfo) -> TriageModel:
         """The version as the pipeline runs it, unpacked from the object store into the local
         cache once (and checked against its content hash)."""
-        folder = self.cache_dir / info.name / info.content_hash
-        if not folder.is_dir():
-            self._unpack(info, folder)
-        bundle = read_bundle(folder, name=info.name)
-        if bundle.content_hash != info.content_hash:
-            raise ModelError(
-                f"the cached copy of {info.name} {info.version} in {folder} does not match its "
-                "content hash: delete that folder and it is unpacked again from the store"
-            )
-        return bundle.model(role=info.state if info.state in (ACTIVE, SHADOW) else ACTIVE)
-
-    def _unpack(self, info: VersionInfo, folder: Path) -> None:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=folder.parent))
-        try:
-            root = unpack_zip(self.store.get(info.key), tmp, info.key)
-            bundle = read_bundle(root, name=info.name)
-            if bundle.content_hash != info.content_hash:
-                raise ModelError(
-                    f"{info.key} in the object store does not match the content hash of "
-                    f"{info.name} {info.version}: the stored bundle was changed or damaged"
-                )
-            try:
-                root.rename(folder)
-            except OSError:
-                if not folder.is_dir():  # not another process unpacking it at the same time
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _require_who(by: str) -> None:
-    if not by or not by.strip():
-        raise ModelError("say who makes the change (--by NAME): the audit trail records it")
-
-
-def _audit(
-    who: str,
-    action: str,
-    name: str,
-    version: str,
-    from_state: str | None,
-    to_state: str,
-    reason: str,
-) -> ModelChange:
-    return ModelChange(
-        at=utcnow(),
-        who=who.strip()[:128],
-        action=action,
-        model_name=name,
-        model_version=version,
-        from_state=from_state,
-        to_state=to_state,
-        reason=reason or "",
-    )
-
-
-def _summary(bundle: Bundle) -> dict[str, Any]:
-    meta = bundle.metadata
-    o = bundle.options
-    return {
-        "bundle_version": bundle.metadata_version,
-        "bundle_name": str(meta.get("name", "")),
-        "description": str(meta.get("description", ""))[:500],
-        "monai_version": str(meta.get("monai_version", "")),
-        "finding": {
-            "value": o.finding.value,
-            "scheme": o.finding.scheme_designator,
-            "meaning": o.finding.meaning,
-        },
-        "threshold": o.threshold,
-        "positive_priority": o.positive_priority.value,
-        "series": {
-            "modality": list(o.rule.modality),
-            "body_part": [p.text for p in o.rule.body_part],
-            "min_slices": o.rule.min_slices,
-        },
-        "input": o.input.as_dict(),
-        "files": list(bundle.files),
-    }
-
-
-def _info(row: ModelVersion) -> VersionInfo:
-    return VersionInfo(
-        name=row.name,
-        version=row.version,
-        content_hash=row.content_hash,
-        key=row.key,
-        task=row.task,
-        state=row.state,
-        options=json.loads(row.options),
-        summary=json.loads(row.summary),
-        trial=json.loads(row.trial) if row.trial else None,
-        evaluation=json.loads(row.evaluation) if row.evaluation else None,
-        registered_at=row.registered_at,
-        registered_by=row.registered_by,
-    )
-
-
-def _change(row: ModelChange) -> Change:
-    return Change(
-        at=row.at,
-        who=row.who,
-        action=row.action,
-        model_name=row.model_name,
-        model_version=row.model_version,
-        from_state=row.from_state,
-        to_state=row.to_state,
-        reason=row.reason,
-    )
-
-
-def running_names(versions: Sequence[VersionInfo]) -> str:
-    return ", ".join(f"{v.name} {v.version} ({v.state})" for v in versions) or "none"
+        return cached_model(self.store, self.cache_dir, info)

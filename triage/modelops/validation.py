@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from triage.analysis.inference import Score, network_output, score
+from triage.analysis.model import TriageModel
 from triage.errors import ModelError
-from triage.modelops.bundle import Bundle, TriageModel, load_network
+from triage.modelops.bundle import Bundle
 
 WARM_RUNS = 3
 
@@ -52,8 +53,7 @@ class TrialRun:
 def trial_run(bundle: Bundle, device: torch.device) -> TrialRun:
     """Load and run the bundle once cold and WARM_RUNS times warm on ``device``."""
     model = bundle.model()
-    network = load_network(bundle.path, device)
-    model._networks[str(device)] = network  # the trial uses the network it just loaded
+    network = model.network(device)  # loaded here: a bundle that does not load fails first
     size = tuple(model.input.spatial_size)
     _check_declared_input(bundle.metadata, model, size)
     generator = torch.Generator().manual_seed(0)

@@ -10,10 +10,10 @@ from support.factories import lesion_ct_series
 from support.paths import PROJECT_ROOT
 
 from triage.analysis.inference import score, segmentation_score
+from triage.analysis.model import SegmentationScore
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.source_slices import mask_on_source_slices
 from triage.modelops.bundle import read_bundle
-from triage.modelops.options import SegmentationScore
 
 CPU = torch.device("cpu")
 

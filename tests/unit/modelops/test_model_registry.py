@@ -28,9 +28,10 @@ from support.bundles import (
 from support.paths import PROJECT_ROOT
 
 from triage.analysis.inference import segmentation_score
+from triage.analysis.model import SegmentationScore
 from triage.catalogue import Catalogue
 from triage.errors import ModelError
-from triage.modelops.options import SegmentationScore, parse_options
+from triage.modelops.options import parse_options
 from triage.modelops.registry import FIRST_START_BY, ModelLifecycle
 from triage.store import LocalStore
 
