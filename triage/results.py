@@ -24,8 +24,42 @@ class Priority(StrEnum):
         return 0 if self is Priority.URGENT else 1
 
 
-ACTIVE = "active"
-SHADOW = "shadow"
+class Role(StrEnum):
+    """What a model's result does: an ACTIVE one sets the study's priority and goes to the
+    PACS; a SHADOW one is only recorded, to compare a candidate with the model in use."""
+
+    ACTIVE = "active"
+    SHADOW = "shadow"
+
+
+class StudyState(StrEnum):
+    """Where a study stands in the node (the catalogue's ``studies.state``)."""
+
+    RECEIVING = "receiving"  # images still arriving (the quiet period has not passed)
+    TRIAGING = "triaging"  # claimed by a triage run
+    TRIAGED = "triaged"  # results recorded and their documents released
+    NOT_ANALYSED = "not analysed"  # no model could look at it; the reason is recorded
+
+
+class DeliveryState(StrEnum):
+    """Where one outbox row stands (an SR, KOS, SEG or HL7 message to one destination)."""
+
+    PENDING = "pending"  # waiting for its first or next attempt
+    DELIVERED = "delivered"  # the destination accepted it
+    DEAD = "dead"  # attempts used up: `triage outbox retry` sends it again
+
+
+class ModelState(StrEnum):
+    """Where a registered model version stands in its lifecycle."""
+
+    REGISTERED = "registered"  # stored and checked, not running
+    ACTIVE = "active"  # its results set priorities
+    SHADOW = "shadow"  # runs beside the active one, results only recorded
+    RETIRED = "retired"  # kept for the audit, never run
+
+
+ACTIVE = Role.ACTIVE
+SHADOW = Role.SHADOW
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pydicom.sr.coding import Code
 from triage.analysis.preprocess import InputSpec
 from triage.analysis.selection import SeriesRule
 from triage.errors import ModelError
-from triage.results import Priority
+from triage.results import Priority, Role
 
 #: Builds a model's network from its folder, with its weights, on a device, in eval mode
 #: (`triage.modelops.network.load_network` for a MONAI bundle).
@@ -86,7 +86,7 @@ class TriageModel:
     segmentation: SegmentationScore | None = None
     sliding_window: SlidingWindow | None = None
     #: "active" (changes priorities, reports to the PACS) or "shadow" (recorded only)
-    role: str = "active"
+    role: str = Role.ACTIVE
     #: how the network is built from ``path``; set by whoever made the model (its bundle)
     loader: NetworkLoader | None = field(default=None, repr=False, compare=False)
     _networks: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from triage.config import AllowedAE, DicomNode, Settings
+from triage.results import DeliveryState, StudyState
 from triage.synthetic.phantom import head_phantom
 from triage.synthetic.series import write_study
 from triage.worklist.view import worklist_table
@@ -167,9 +168,11 @@ def _drive(settings: Settings, port: int, svc: Services, count: int, console: Co
             progress.advance(sent)
         while time.monotonic() - started < DEMO_TIMEOUT_SECONDS:
             rows = [r for r in svc.catalogue.worklist() if r.study_instance_uid in uids]
-            done = sum(r.state in ("triaged", "not analysed") for r in rows)
+            done = sum(r.state in (StudyState.TRIAGED, StudyState.NOT_ANALYSED) for r in rows)
             ok = sum(
-                1 for d in svc.catalogue.deliveries(["delivered"]) if d.study_instance_uid in uids
+                1
+                for d in svc.catalogue.deliveries([DeliveryState.DELIVERED])
+                if d.study_instance_uid in uids
             )
             progress.update(triaged, completed=done)
             progress.update(delivered, completed=ok)

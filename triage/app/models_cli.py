@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from triage.config import load_settings
+from triage.results import ModelState
 
 if TYPE_CHECKING:
     from triage.modelops.registry import ModelLifecycle, VersionInfo
@@ -148,8 +149,8 @@ def retire(name: str, version: str, by: By = "", reason: Reason = "") -> None:
     """Stop running a version for good (it stays stored)."""
     lifecycle = _lifecycle()
     info = lifecycle.retire(name, version, by=by or _who(), reason=reason)
-    _done(info, "retired")
-    if not any(v.state == "active" for v in lifecycle.versions(name)):
+    _done(info, ModelState.RETIRED)
+    if not any(v.state == ModelState.ACTIVE for v in lifecycle.versions(name)):
         console.print(f"[yellow]warning:[/] {name} has no active version now")
 
 

@@ -11,8 +11,14 @@ from rich.text import Text
 
 from triage.modelops.metrics import HISTOGRAM_EDGES, histogram
 from triage.modelops.registry import Change, VersionInfo
+from triage.results import ModelState
 
-_STYLE = {"active": "bold green", "shadow": "cyan", "registered": "", "retired": "dim"}
+_STYLE: dict[str, str] = {
+    ModelState.ACTIVE: "bold green",
+    ModelState.SHADOW: "cyan",
+    ModelState.REGISTERED: "",
+    ModelState.RETIRED: "dim",
+}
 
 
 def versions_table(versions: Sequence[VersionInfo]) -> Table:

@@ -34,7 +34,7 @@ from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.imaging.volume import AssemblyOptions, assemble_volume
 from triage.report.documents import ChainOutcome, ReportPlan, write_documents
 from triage.report.revisions import NODE_CHAIN
-from triage.results import SHADOW, ModelResult, Priority
+from triage.results import SHADOW, ModelResult, Priority, Role
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Assignment:
     series_instance_uid: str | None
     reason: str = ""
     model_version: str = ""
-    role: str = "active"
+    role: str = Role.ACTIVE
     #: the study is of the model's kind (`SeriesRule.applies_to`)
     applies: bool = True
 
@@ -58,7 +58,7 @@ class Analysis:
     result: ModelResult | None
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
-    role: str = "active"
+    role: str = Role.ACTIVE
     model_version: str = ""
     #: the series the model looked at (analysed, or tried and failed on)
     series_instance_uid: str | None = None

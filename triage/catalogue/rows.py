@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from triage.catalogue.tables import Acknowledgement, Delivery, Result, RevisionState, Series
-from triage.results import Priority
+from triage.results import Priority, Role
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class FindingRow:
     probability: float
     threshold: float
     priority: str
-    role: str = "active"
+    role: str = Role.ACTIVE
     lesion_volume_ml: float | None = None
     lesion_centre_lps: tuple[float, float, float] | None = None
 

@@ -16,14 +16,17 @@ from enum import StrEnum
 from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-RECEIVING = "receiving"
-TRIAGING = "triaging"
-TRIAGED = "triaged"
-NOT_ANALYSED = "not analysed"
+from triage.results import DeliveryState, Role, StudyState
 
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
+# the states' short names, as the catalogue's modules and the tests use them
+RECEIVING = StudyState.RECEIVING
+TRIAGING = StudyState.TRIAGING
+TRIAGED = StudyState.TRIAGED
+NOT_ANALYSED = StudyState.NOT_ANALYSED
+
+PENDING = DeliveryState.PENDING
+DELIVERED = DeliveryState.DELIVERED
+DEAD = DeliveryState.DEAD
 
 
 class RevisionState(StrEnum):
@@ -109,7 +112,9 @@ class Result(Base):
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # "active" results set the study's priority and go to the PACS; "shadow" ones are kept only
-    role: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    role: Mapped[str] = mapped_column(
+        String(16), default=Role.ACTIVE, server_default=Role.ACTIVE.value
+    )
     # JSON: what a segmentation model adds (lesion volume in mL, lesion centre in LPS mm)
     details: Mapped[str | None] = mapped_column(Text, nullable=True)
 

@@ -20,6 +20,7 @@ from triage.catalogue.tables import (
     Series,
     Study,
 )
+from triage.results import Role
 
 
 class Worklist(Database):
@@ -47,7 +48,7 @@ class Worklist(Database):
             findings: dict[int, list[FindingRow]] = {}
             shadow: dict[int, list[FindingRow]] = {}
             for r in s.scalars(select(Result)):
-                (shadow if r.role == "shadow" else findings).setdefault(r.study_id, []).append(
+                (shadow if r.role == Role.SHADOW else findings).setdefault(r.study_id, []).append(
                     finding_row(r)
                 )
         rows = [

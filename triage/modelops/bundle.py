@@ -40,6 +40,7 @@ from triage.modelops.options import (
     read_options_file,
     sliding_window_from,
 )
+from triage.results import Role
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class Bundle:
         """The bundle's own version and the first 8 hex digits of its content hash."""
         return f"{self.metadata_version[:50]}+{self.content_hash[:8]}"
 
-    def model(self, role: str = "active") -> TriageModel:
+    def model(self, role: str = Role.ACTIVE) -> TriageModel:
         """The bundle as the pipeline runs it; its network is loaded on first use."""
         o = self.options
         return TriageModel(
@@ -243,7 +244,7 @@ def load_bundle(bundle: Path) -> TriageModel:
     return read_bundle(Path(bundle)).model()
 
 
-def discover_models(models_dir: Path, role: str | None = "active") -> list[TriageModel]:
+def discover_models(models_dir: Path, role: str | None = Role.ACTIVE) -> list[TriageModel]:
     """The bundles under models_dir that carry an options file, sorted by name: those the node
     makes ``role`` at first start ("first_start" in the options; None: all of them)."""
     models_dir = Path(models_dir)

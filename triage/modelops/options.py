@@ -22,14 +22,14 @@ from triage.analysis.model import SegmentationScore, SlidingWindow
 from triage.analysis.preprocess import InputSpec
 from triage.analysis.selection import SeriesRule
 from triage.errors import ModelError
-from triage.results import Priority
+from triage.results import ModelState, Priority
 
 OPTIONS_FILES = ("triage.json", "triage.yaml", "triage.yml")
 TASKS = ("classification", "segmentation")
 ACTIVATIONS = ("sigmoid", "softmax", "none")
 SEGMENTATION_SCORES = ("max_probability", "lesion_volume")
 #: What the node makes of a bundle in TRIAGE_MODELS when it registers them at first start
-FIRST_START = ("active", "shadow", "registered")
+FIRST_START = (ModelState.ACTIVE, ModelState.SHADOW, ModelState.REGISTERED)
 KNOWN_KEYS = (
     "name",
     "description",
@@ -150,7 +150,7 @@ def parse_options(data: Any, where: str) -> ModelOptions:
         spec = InputSpec.from_dict(data["input"])
         segmentation = _segmentation(data.get("segmentation"), task)
         window = _sliding_window(data.get("sliding_window"))
-        first_start = str(data.get("first_start", "active"))
+        first_start = str(data.get("first_start", ModelState.ACTIVE))
         if first_start not in FIRST_START:
             raise ModelError(f'"first_start" must be one of {", ".join(FIRST_START)}')
         name = data.get("name")

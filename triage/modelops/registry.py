@@ -268,7 +268,7 @@ class ModelLifecycle:
     def shadow(self, name: str, version: str, *, by: str, reason: str = "") -> VersionInfo:
         """Run the version in shadow mode: recorded next to the active one, never reported."""
         info = self.find(name, version)
-        return self._change(name, info.version, SHADOW, "shadow", by, reason)
+        return self._change(name, info.version, SHADOW, SHADOW, by, reason)
 
     def retire(self, name: str, version: str, *, by: str, reason: str = "") -> VersionInfo:
         """Stop running the version for good (it stays stored; `activate` can bring it back)."""

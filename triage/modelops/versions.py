@@ -18,12 +18,13 @@ from typing import Any
 from triage.catalogue import ModelChange, ModelVersion, utcnow
 from triage.errors import ModelError
 from triage.modelops.bundle import Bundle
+from triage.results import ModelState
 
-REGISTERED = "registered"
-ACTIVE = "active"
-SHADOW = "shadow"
-RETIRED = "retired"
-STATES = (REGISTERED, ACTIVE, SHADOW, RETIRED)
+REGISTERED = ModelState.REGISTERED
+ACTIVE = ModelState.ACTIVE
+SHADOW = ModelState.SHADOW
+RETIRED = ModelState.RETIRED
+STATES = tuple(ModelState)
 #: who the audit names for what the node does by itself at its first start
 FIRST_START_BY = "triage (first start)"
 

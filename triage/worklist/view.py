@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from triage.catalogue import FindingRow, WorklistRow
+from triage.results import DeliveryState
 
 _STYLE = {"urgent": "bold red", "routine": "green", "not analysed": "yellow"}
 
@@ -91,7 +92,7 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
                 f"it: `triage ack {r.study_instance_uid} --reason ...`"
             )
             state = f"{state}, {r.held_priority} held"
-        if r.delivery == "dead":
+        if r.delivery == DeliveryState.DEAD:
             reasons.append("the result could not be delivered to the PACS (see `triage outbox`)")
             state = f"{state}, SR undelivered"
         if reasons:
