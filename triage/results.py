@@ -74,7 +74,7 @@ class ModelResult:
     priority: Priority
     series_instance_uid: str
     #: ACTIVE results set the study's priority and go to the PACS; SHADOW ones are only recorded
-    role: str = "active"
+    role: str = Role.ACTIVE
     #: what a segmentation model adds: the lesion's volume (mL) and centre (LPS mm)
     lesion_volume_ml: float | None = None
     lesion_centre_lps: tuple[float, float, float] | None = None
@@ -82,7 +82,25 @@ class ModelResult:
     #: a segmentation model's lesion centre) and the object-store key of the lesion mask
     key_point_lps: tuple[float, float, float] | None = None
     lesion_mask_key: str | None = None
+    #: how unlike the model's reference inputs this one is (`triage.analysis.ood`), and the
+    #: score above which it is *uncertain*; None when the model has no reference
+    ood_score: float | None = None
+    ood_threshold: float | None = None
 
     @property
     def positive(self) -> bool:
         return self.probability >= self.threshold
+
+    @property
+    def ood_checked(self) -> bool:
+        return self.ood_score is not None and self.ood_threshold is not None
+
+    @property
+    def uncertain(self) -> bool:
+        """*Uncertain: input unlike the training data*: the probability may mean nothing, so
+        the result never makes the study urgent on its own."""
+        return (
+            self.ood_score is not None
+            and self.ood_threshold is not None
+            and self.ood_score > self.ood_threshold
+        )

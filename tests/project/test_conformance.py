@@ -89,6 +89,16 @@ def _objects() -> dict[str, Dataset]:
     fingerprint = not_analysed_fingerprint("ich_classifier", "1.0.0", "no series")
     return {
         "urgent result": urgent,
+        "uncertain result": build_triage_sr(
+            HEADERS,
+            [_result(0.97, Priority.ROUTINE, ood_score=19.6, ood_threshold=8.1)],
+            software_version="t",
+        ),
+        "result like the training data": build_triage_sr(
+            HEADERS,
+            [_result(0.9, Priority.URGENT, ood_score=3.2, ood_threshold=8.1)],
+            software_version="t",
+        ),
         "routine result": build_triage_sr(
             HEADERS, [_result(0.1, Priority.ROUTINE)], software_version="t"
         ),
@@ -129,5 +139,5 @@ def test_every_code_in_an_object_the_node_writes_is_in_the_conformance_statement
 
 
 def test_every_code_constant_is_documented() -> None:
-    constants = {(c.value, c.scheme_designator) for c in report_codes.ALL}
+    constants = {(c.value, c.scheme_designator) for c in (*report_codes.ALL, *report_codes.LOCAL)}
     assert constants <= documented_codes()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from pydicom.sr.coding import Code
 
+from triage.analysis.ood import Reference
 from triage.analysis.preprocess import InputSpec
 from triage.analysis.selection import SeriesRule
 from triage.errors import ModelError
@@ -87,6 +88,9 @@ class TriageModel:
     sliding_window: SlidingWindow | None = None
     #: "active" (changes priorities, reports to the PACS) or "shadow" (recorded only)
     role: str = Role.ACTIVE
+    #: the statistics of the inputs the model is meant for, recorded at registration: each
+    #: input's out-of-distribution score is measured against it (None: no check, said so)
+    reference: Reference | None = field(default=None, repr=False, compare=False)
     #: how the network is built from ``path``; set by whoever made the model (its bundle)
     loader: NetworkLoader | None = field(default=None, repr=False, compare=False)
     _networks: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)

@@ -1,7 +1,8 @@
 """Scores -> priority, with the fail-safe rules.
 
 A model's probability at or above its threshold gives the model's ``positive_priority``
-(urgent); below, routine. A study's priority is the most urgent of its active models' results.
+(urgent); below, routine; and routine too when its input is unlike the model's training data
+(*uncertain*). A study's priority is the most urgent of its active models' results.
 A study with no result at all is *not analysed*: it stays on the worklist at routine rank,
 never hidden and never pushed down.
 """
@@ -13,10 +14,17 @@ from collections.abc import Sequence
 from triage.results import ModelResult, Priority
 
 
-def priority_for(probability: float, threshold: float, positive: Priority) -> Priority:
+def priority_for(
+    probability: float, threshold: float, positive: Priority, *, uncertain: bool = False
+) -> Priority:
+    """The result's priority. An *uncertain* result (its input unlike the model's training
+    data, `triage.analysis.ood`) is shown as such but never urgent: routine, whatever its
+    probability, so a model looking at what it never learnt cannot push a study up."""
     if probability != probability:  # NaN: the model did not give a usable answer
         return Priority.NOT_ANALYSED
-    return positive if probability >= threshold else Priority.ROUTINE
+    if probability < threshold or uncertain:
+        return Priority.ROUTINE
+    return positive
 
 
 def study_priority(results: Sequence[ModelResult]) -> Priority:

@@ -72,12 +72,22 @@ def register(
     ] = None,
     by: By = "",
     reason: Reason = "",
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder of studies (one folder each) like those the model is meant for: "
+            "their input statistics are the version's out-of-distribution reference. "
+            "Default: the bundle's reference.json; without either the model runs unchecked."
+        ),
+    ] = None,
 ) -> None:
     """Check a bundle (load it, run it once on the device), then store it as a new version."""
     from triage.app.models_view import latency_text
 
     lifecycle = _lifecycle()
-    info, new = lifecycle.register(path, options, by=by or _who(), reason=reason)
+    info, new = lifecycle.register(
+        path, options, by=by or _who(), reason=reason, reference=reference
+    )
     if not new:
         console.print(
             f"already registered: {info.name} {info.version} ({info.state}); the same content "
@@ -91,6 +101,14 @@ def register(
         f"{latency_text(info.trial)}, peak memory "
         f"{'-' if memory is None else f'{memory / 2**20:.1f} MiB'}, output "
         f"{trial.get('output_shape')}"
+    )
+    ref = info.reference
+    console.print(
+        f"input reference: {ref['studies']} studies ({ref['source']}), OOD threshold "
+        f"{ref['threshold']:.2f}"
+        if ref
+        else "[yellow]no input reference[/]: results are not checked for inputs unlike the "
+        "training data (register with --reference DIR)"
     )
     console.print(
         f"next: `triage models shadow {info.name} {info.version}` to try it on live studies, "

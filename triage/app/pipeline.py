@@ -25,6 +25,7 @@ from triage import __version__
 from triage.analysis.evidence import keep_lesion
 from triage.analysis.inference import Score, score
 from triage.analysis.model import TriageModel
+from triage.analysis.ood import input_statistics
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.priority import priority_for, study_priority
 from triage.analysis.saliency import key_point
@@ -141,6 +142,10 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         t2 = time.perf_counter()
         verdict = score(model, x, affine, svc.device)
         p = verdict.probability
+        ood = ood_threshold = None
+        if model.reference is not None:
+            ood = model.reference.score(input_statistics(x, model.input.pixdim))
+            ood_threshold = model.reference.threshold
         t3 = time.perf_counter()
     except NotAVolumeError as exc:
         label = series.series_number or series.series_description or "?"
@@ -156,21 +161,29 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         finding=model.finding,
         probability=p,
         threshold=model.threshold,
-        priority=priority_for(p, model.threshold, model.positive_priority),
+        priority=priority_for(
+            p,
+            model.threshold,
+            model.positive_priority,
+            uncertain=ood is not None and ood_threshold is not None and ood > ood_threshold,
+        ),
         series_instance_uid=volume.series_instance_uid,
         role=assignment.role,
         lesion_volume_ml=verdict.lesion_volume_ml,
         lesion_centre_lps=verdict.lesion_centre_lps,
+        ood_score=ood,
+        ood_threshold=ood_threshold,
     )
     if result.positive and assignment.role != SHADOW:
         result = _with_evidence(svc, study_uid, model, result, verdict, x, affine)
     log.info(
-        "model %s %s (%s): p=%.3f -> %s (%.2fs)",
+        "model %s %s (%s): p=%.3f -> %s%s (%.2fs)",
         model.name,
         model.version,
         assignment.role,
         p,
         result.priority.value,
+        ", uncertain: input unlike the training data" if result.uncertain else "",
         t3 - t0,
     )
     return Analysis(

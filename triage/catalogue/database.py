@@ -43,6 +43,9 @@ _ADDED_COLUMNS = (
     ("series", "slice_thickness", "FLOAT"),
     ("series", "contrast_agent", "VARCHAR(64) NOT NULL DEFAULT ''"),
     ("instances", "frames", "INTEGER NOT NULL DEFAULT 1"),
+    ("results", "ood_score", "FLOAT"),
+    ("results", "ood_threshold", "FLOAT"),
+    ("model_versions", "reference", "TEXT"),
 )
 
 

@@ -99,6 +99,18 @@ class FindingRow:
     role: str = Role.ACTIVE
     lesion_volume_ml: float | None = None
     lesion_centre_lps: tuple[float, float, float] | None = None
+    #: the input's out-of-distribution score and threshold (None: the model has no reference)
+    ood_score: float | None = None
+    ood_threshold: float | None = None
+
+    @property
+    def uncertain(self) -> bool:
+        """The input was unlike the model's training data: shown, never urgent."""
+        return (
+            self.ood_score is not None
+            and self.ood_threshold is not None
+            and self.ood_score > self.ood_threshold
+        )
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,8 @@ def finding_row(r: Result) -> FindingRow:
         r.role,
         details.get("lesion_volume_ml"),
         (float(centre[0]), float(centre[1]), float(centre[2])) if centre else None,
+        r.ood_score,
+        r.ood_threshold,
     )
 
 

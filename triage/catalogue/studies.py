@@ -277,3 +277,5 @@ def _record_result(s: Session, study: Study, res: ModelResult, sr_uid: str | Non
     row.created_at = utcnow()
     row.role = res.role
     row.details = _details_json(res)
+    row.ood_score = None if res.ood_score is None else float(res.ood_score)
+    row.ood_threshold = None if res.ood_threshold is None else float(res.ood_threshold)

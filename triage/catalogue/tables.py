@@ -117,6 +117,10 @@ class Result(Base):
     )
     # JSON: what a segmentation model adds (lesion volume in mL, lesion centre in LPS mm)
     details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # how unlike the model's reference inputs the input was, and the score that is too far
+    # (`triage.analysis.ood`); NULL when the model has no reference
+    ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ood_threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ModelVersion(Base):
@@ -136,6 +140,8 @@ class ModelVersion(Base):
     summary: Mapped[str] = mapped_column(Text)  # JSON: bundle metadata worth showing
     trial: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the trial run
     evaluation: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the last one
+    # JSON: the statistics of the inputs it is meant for (`triage.analysis.ood.Reference`)
+    reference: Mapped[str | None] = mapped_column(Text, nullable=True)
     registered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     registered_by: Mapped[str] = mapped_column(String(128))
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from triage.analysis.model import TriageModel
+from triage.analysis.ood import Reference
 from triage.errors import ModelError
 from triage.modelops.archive import unpack_zip
 from triage.modelops.bundle import read_bundle
@@ -33,7 +34,10 @@ def cached_model(store: ObjectStore, cache_dir: Path, info: VersionInfo) -> Tria
             f"the cached copy of {info.name} {info.version} in {folder} does not match its "
             "content hash: delete that folder and it is unpacked again from the store"
         )
-    return bundle.model(role=info.state if info.state in (ACTIVE, SHADOW) else ACTIVE)
+    model = bundle.model(role=info.state if info.state in (ACTIVE, SHADOW) else ACTIVE)
+    if info.reference is not None:  # what the registry recorded, not what the bundle says now
+        model.reference = Reference.from_dict(info.reference)
+    return model
 
 
 def unpack_version(store: ObjectStore, info: VersionInfo, folder: Path) -> None:

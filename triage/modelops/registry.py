@@ -32,10 +32,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from triage.analysis.model import TriageModel
+from triage.analysis.ood import Reference
 from triage.catalogue import Catalogue, ModelChange, ModelVersion, Result, utcnow
 from triage.errors import ModelError
 from triage.modelops.bundle import Bundle, open_bundle, read_bundles
 from triage.modelops.cache import cached_model
+from triage.modelops.reference import registration_reference
 from triage.modelops.versions import (
     ACTIVE,
     FIRST_START_BY,
@@ -153,6 +155,7 @@ class ModelLifecycle:
         by: str,
         reason: str = "",
         trial: str = "required",
+        reference: Path | None = None,
     ) -> tuple[VersionInfo, bool]:
         """Register a bundle folder or zip with its options; (the version, whether it is new).
 
@@ -160,6 +163,10 @@ class ModelLifecycle:
         failure with the version (the shipped bundles at first start). Nothing is stored or
         catalogued unless every check passed; the same content registered again is the same
         version and is not stored twice.
+
+        ``reference``: a folder of studies like those the model is meant for; their input
+        statistics become the version's out-of-distribution reference. Without it the
+        bundle's own ``reference.json`` is recorded, if it has one (`triage.modelops.reference`).
         """
         require_who(by)
         with open_bundle(Path(source), options) as bundle:
@@ -167,12 +174,13 @@ class ModelLifecycle:
             if known is not None:
                 return known, False
             trial_record = self._trial(bundle, trial)
+            ood = registration_reference(bundle.model(), bundle.path, reference, self.device)
             archive = bundle.archive()
             key = f"models/{bundle.name}/{bundle.content_hash}.zip"
             existed = self.store.exists(key)
             self.store.put(key, archive)
             try:
-                info = self._insert(bundle, key, trial_record, by, reason)
+                info = self._insert(bundle, key, trial_record, ood, by, reason)
             except IntegrityError:  # registered by another process at the same moment
                 known = self._get(bundle.name, bundle.version)
                 if known is None:
@@ -199,7 +207,13 @@ class ModelLifecycle:
             return {"error": str(exc), "device": str(self.device)}
 
     def _insert(
-        self, bundle: Bundle, key: str, trial: dict[str, Any] | None, by: str, reason: str
+        self,
+        bundle: Bundle,
+        key: str,
+        trial: dict[str, Any] | None,
+        reference: Reference | None,
+        by: str,
+        reason: str,
     ) -> VersionInfo:
         summary = bundle_summary(bundle)
 
@@ -215,6 +229,7 @@ class ModelLifecycle:
                 summary=json.dumps(summary, sort_keys=True),
                 trial=json.dumps(trial, sort_keys=True) if trial is not None else None,
                 evaluation=None,
+                reference=(json.dumps(reference.as_dict(), sort_keys=True) if reference else None),
                 registered_at=utcnow(),
                 registered_by=by,
             )

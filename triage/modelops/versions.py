@@ -45,6 +45,9 @@ class VersionInfo:
     evaluation: dict[str, Any] | None
     registered_at: datetime
     registered_by: str
+    #: the statistics of the inputs it is meant for (`triage.analysis.ood.Reference.as_dict`);
+    #: None: it runs without the out-of-distribution check
+    reference: dict[str, Any] | None = None
 
     @property
     def threshold(self) -> float:
@@ -144,6 +147,7 @@ def version_info(row: ModelVersion) -> VersionInfo:
         evaluation=json.loads(row.evaluation) if row.evaluation else None,
         registered_at=row.registered_at,
         registered_by=row.registered_by,
+        reference=json.loads(row.reference) if row.reference else None,
     )
 
 

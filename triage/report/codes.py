@@ -43,7 +43,20 @@ IMAGE_ANALYSIS = Code("24587005", "SCT", "Image analysis")
 NOT_PERFORMED = Code("262008008", "SCT", "Not performed")
 COMMENT = Code("121106", "DCM", "Comment")
 
-#: Every code above, for the tests and the conformance statement.
+#: The out-of-distribution check of each result (`triage.report.input_check`): a CODE item
+#: valued Uncertain (codes.SCT.Uncertain), "Like the training data" or Not performed, the score
+#: as a NUM, the threshold as an Algorithm Parameter. The check's concept, its "like" value
+#: and the score have no standard code: they are of the private scheme LOCAL_SCHEME.
+LOCAL_SCHEME = "99TRIAGE"
+INPUT_CHECK = Code("INPUTCHECK", LOCAL_SCHEME, "Input compared with the training data")
+LIKE_TRAINING = Code("LIKETRAINING", LOCAL_SCHEME, "Like the training data")
+UNCERTAIN = Code("64957009", "SCT", "Uncertain")
+OOD_SCORE = Code("OODSCORE", LOCAL_SCHEME, "Out-of-distribution score")
+OOD_THRESHOLD_PARAMETER_PREFIX = "ood_threshold="
+#: the local codes: not in pydicom's dictionary, listed in docs/conformance.md
+LOCAL: tuple[Code, ...] = (INPUT_CHECK, LIKE_TRAINING, OOD_SCORE)
+
+#: Every standard code above, for the tests and the conformance statement.
 ALL: tuple[Code, ...] = (
     REPORT_TITLE,
     PROCEDURE_CT_HEAD,
@@ -57,4 +70,5 @@ ALL: tuple[Code, ...] = (
     IMAGE_ANALYSIS,
     NOT_PERFORMED,
     COMMENT,
+    UNCERTAIN,
 )

@@ -114,8 +114,15 @@ def result_fingerprint(
             "priority": result.priority.value,
             "lesion": lesion,
             "key_images": list(key_sop_uids),
+            # only when checked: a result without a reference keeps the fingerprint it had
+            **({"ood": _ood(result)} if result.ood_checked else {}),
         }
     )
+
+
+def _ood(result: ModelResult) -> list[float | bool]:
+    assert result.ood_score is not None and result.ood_threshold is not None
+    return [round(float(result.ood_score), 2), float(result.ood_threshold), result.uncertain]
 
 
 def not_analysed_fingerprint(model_name: str, model_version: str, reason: str) -> str:

@@ -41,6 +41,12 @@ from triage.report.codes import (
     VOLUME_UNIT,
 )
 from triage.report.headers import study_header, usable_headers
+from triage.report.input_check import (
+    declare_local_scheme,
+    input_check_evaluation,
+    ood_measurements,
+    ood_parameters,
+)
 from triage.report.revisions import (
     NODE_CHAIN,
     Revision,
@@ -95,7 +101,7 @@ def build_triage_sr(
         _result_group(result, sop_uid, index, frame_of_reference)
         for index, result in enumerate(results, start=1)
     ]
-    return _document(
+    document = _document(
         headers,
         groups,
         headers,
@@ -107,6 +113,8 @@ def build_triage_sr(
         institution_name=institution_name,
         procedure_reported=procedure_reported,
     )
+    declare_local_scheme(document)
+    return document
 
 
 def build_not_analysed_sr(
@@ -282,15 +290,20 @@ def _result_group(
         "algorithm_id": hd.sr.AlgorithmIdentification(
             name=result.model_name,
             version=result.model_version,
-            parameters=[f"{THRESHOLD_PARAMETER_PREFIX}{float(result.threshold)!r}"],
+            parameters=[
+                f"{THRESHOLD_PARAMETER_PREFIX}{float(result.threshold)!r}",
+                *ood_parameters(result),
+            ],
         ),
         "qualitative_evaluations": [
-            hd.sr.QualitativeEvaluation(name=PRIORITY, value=PRIORITY_CODES[result.priority])
+            hd.sr.QualitativeEvaluation(name=PRIORITY, value=PRIORITY_CODES[result.priority]),
+            input_check_evaluation(result),
         ],
     }
     probability = hd.sr.Measurement(
         name=PROBABILITY, value=float(result.probability), unit=PROBABILITY_UNIT
     )
+    numbers = [probability, *ood_measurements(result)]
     located = (
         result.lesion_centre_lps is not None
         and result.lesion_volume_ml is not None
@@ -298,7 +311,7 @@ def _result_group(
         and frame_of_reference_uid
     )
     if not located:
-        return hd.sr.MeasurementsAndQualitativeEvaluations(measurements=[probability], **common)
+        return hd.sr.MeasurementsAndQualitativeEvaluations(measurements=numbers, **common)
     assert result.lesion_centre_lps is not None and result.lesion_volume_ml is not None
     centre = np.array([[float(v) for v in result.lesion_centre_lps]])
     volume = hd.sr.Measurement(name=VOLUME, value=float(result.lesion_volume_ml), unit=VOLUME_UNIT)
@@ -309,7 +322,7 @@ def _result_group(
             frame_of_reference_uid=frame_of_reference_uid,
             source_series=hd.sr.SourceSeriesForSegmentation(result.series_instance_uid),
         ),
-        measurements=[probability, volume],
+        measurements=[*numbers, volume],
         **common,
     )
 

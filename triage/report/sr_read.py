@@ -18,7 +18,10 @@ from triage.errors import TriageError
 from triage.report.codes import (
     COMMENT,
     IMAGE_ANALYSIS,
+    INPUT_CHECK,
     NOT_PERFORMED,
+    OOD_SCORE,
+    OOD_THRESHOLD_PARAMETER_PREFIX,
     PRIORITY,
     PRIORITY_CODES,
     PROBABILITY,
@@ -43,6 +46,11 @@ class SrFinding:
     lesion_volume_ml: float | None = None
     lesion_centre_lps: tuple[float, float, float] | None = None
     reason: str | None = None
+    #: the out-of-distribution check: "uncertain", "like the training data" or "not
+    #: performed" (None: an SR from before the check), its score and threshold
+    input_check: str | None = None
+    ood_score: float | None = None
+    ood_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,10 +140,14 @@ def _read_group(group: Any) -> SrFinding:
     priority = next((p for p, code in PRIORITY_CODES.items() if code == priority_code), None)
     if priority is None:
         raise TriageError(f'Argument "dataset" has an unknown priority code {priority_code}.')
-    threshold = None
+    threshold = ood_threshold = None
     for parameter in _group_texts(group, codes.DCM.AlgorithmParameters):
         if parameter.startswith(THRESHOLD_PARAMETER_PREFIX):
             threshold = float(parameter.removeprefix(THRESHOLD_PARAMETER_PREFIX))
+        if parameter.startswith(OOD_THRESHOLD_PARAMETER_PREFIX):
+            ood_threshold = float(parameter.removeprefix(OOD_THRESHOLD_PARAMETER_PREFIX))
+    checks = group.get_qualitative_evaluations(name=INPUT_CHECK)
+    scores = group.get_measurements(name=OOD_SCORE)
     if len(names) != 1 or len(versions) != 1:
         raise TriageError(
             'Argument "dataset" has a measurement group without exactly one '
@@ -149,6 +161,9 @@ def _read_group(group: Any) -> SrFinding:
         priority=priority,
         threshold=threshold,
         **_read_lesion(group),
+        input_check=checks[0].value.meaning.lower() if checks else None,
+        ood_score=float(scores[0].value) if scores else None,
+        ood_threshold=ood_threshold,
     )
 
 

@@ -50,6 +50,11 @@ def finding_json(f: FindingRow) -> dict[str, Any]:
         "priority": f.priority,
         "model": f.model_name,
         "version": f.model_version,
+        # out of distribution: the input's score, the model's threshold (null: not checked)
+        # and whether the input was unlike the training data (then never urgent)
+        "ood_score": None if f.ood_score is None else round(f.ood_score, 3),
+        "ood_threshold": f.ood_threshold,
+        "uncertain": f.uncertain,
     }
     if f.lesion_volume_ml is not None:  # a segmentation model's lesion
         out["lesion_volume_ml"] = f.lesion_volume_ml
@@ -92,6 +97,17 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
                 f"it: `triage ack {r.study_instance_uid} --reason ...`"
             )
             state = f"{state}, {r.held_priority} held"
+        uncertain = [f for f in r.findings if f.uncertain]
+        if uncertain:
+            reasons.append(
+                "uncertain: input unlike the training data of "
+                + ", ".join(
+                    f"{f.model_name} (OOD {f.ood_score:.1f} > {f.ood_threshold:.1f})"
+                    for f in uncertain
+                )
+                + "; not made urgent by it"
+            )
+            state = f"{state}, uncertain"
         if r.delivery == DeliveryState.DEAD:
             reasons.append("the result could not be delivered to the PACS (see `triage outbox`)")
             state = f"{state}, SR undelivered"

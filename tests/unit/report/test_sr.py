@@ -357,6 +357,7 @@ def test_read_back_gives_exactly_what_went_in(
             probability=r.probability,
             priority=r.priority,
             threshold=r.threshold,
+            input_check="not performed",  # these results come from no reference
         )
         for r in results
     ]
@@ -503,3 +504,27 @@ def test_an_invalid_patient_sex_is_left_empty_and_never_quoted(
     assert sr.PatientSex == ""
     assert headers[0].PatientSex == "SECRET-VALUE"  # the caller's header is unchanged
     assert "SECRET-VALUE" not in caplog.text and "PatientSex" in caplog.text
+
+
+# --- the out-of-distribution check (issue 15) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("score", "said"),
+    [(19.6, "uncertain"), (3.2, "like the training data"), (None, "not performed")],
+)
+def test_the_sr_says_whether_the_input_was_like_the_training_data(
+    headers: list[Dataset], tmp_path: Path, score: float | None, said: str
+) -> None:
+    threshold = None if score is None else 8.13
+    priority = Priority.ROUTINE if score and score > 8.13 else Priority.URGENT
+    result = result_for(headers, ood_score=score, ood_threshold=threshold, priority=priority)
+    sr = build(headers, [result])
+    (finding,) = read_triage_sr(sr)
+    assert finding.input_check == said
+    assert finding.ood_score == (pytest.approx(score) if score is not None else None)
+    assert finding.ood_threshold == threshold
+    assert finding.priority is priority
+    schemes = [item.CodingSchemeDesignator for item in sr.CodingSchemeIdentificationSequence]
+    assert schemes.count("99TRIAGE") == 1
+    assert_dciodvfy_clean(save(sr, tmp_path / "ood.dcm"))
