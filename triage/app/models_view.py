@@ -119,6 +119,38 @@ def distribution_table(
     return table
 
 
+def figure_text(evaluation: dict[str, Any], figure: str, digits: int = 4) -> str:
+    """A figure of an evaluation, or why the set could not give it (older ones: just '-')."""
+    value = evaluation.get(figure)
+    if value is not None:
+        return f"{value:.{digits}g}"
+    why = (evaluation.get("undefined") or {}).get(figure)
+    return f"not defined ({why})" if why else "-"
+
+
+def calibration_text(evaluation: dict[str, Any]) -> str:
+    """The one line of calibration: ECE, and what it means."""
+    return (
+        f"calibration: ECE {figure_text(evaluation, 'ece')} (expected calibration error over "
+        f"{len(evaluation.get('reliability') or [])} probability bins; 0 is calibrated)"
+    )
+
+
+def reliability_table(evaluation: dict[str, Any]) -> Table:
+    """The reliability curve as rows: a calibrated model's two means agree in every bin."""
+    table = Table(title="Reliability curve", box=box.SIMPLE, pad_edge=False, show_edge=False)
+    for name in ("probability", "studies", "mean probability", "positive fraction"):
+        table.add_column(name, justify="left" if name == "probability" else "right")
+    for b in evaluation.get("reliability") or []:
+        table.add_row(
+            f"{b['low']:.1f}-{b['high']:.1f}",
+            str(b["count"]),
+            _num(b["mean_probability"], 3),
+            _num(b["positive_fraction"], 3),
+        )
+    return table
+
+
 def _bar(count: int, most: int) -> str:
     return f"{'#' * round(12 * count / most) if count else ''} {count}"
 
