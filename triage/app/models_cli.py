@@ -116,7 +116,8 @@ def show(
     last: Annotated[int, typer.Option(help="Live scores of the last N studies.")] = 50,
     as_json: AsJson = False,
 ) -> None:
-    """A model's versions, trial runs, evaluations, live score distribution and changes."""
+    """A model's versions, trial runs, evaluations, live score distribution and positive rate
+    (flagged when far above the evaluation's), and changes."""
     from triage.app.models_view import show_json, show_lines
 
     lifecycle = _lifecycle()
@@ -124,11 +125,13 @@ def show(
     if not versions:
         lifecycle.find(name, "")  # raises, naming the registered models
     live = {v.version: lifecycle.recent_scores(name, v.version, last) for v in versions}
+    rates = {v.version: lifecycle.catalogue.live_rates(name, v.version) for v in versions}
     changes = lifecycle.changes(name, limit=30)
     if as_json:
-        sys.stdout.write(json.dumps(show_json(name, versions, live, changes), indent=2) + "\n")
+        shown = show_json(name, versions, live, changes, rates)
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return
-    for line in show_lines(name, versions, live, changes):
+    for line in show_lines(name, versions, live, changes, rates):
         console.print(line, highlight=False)
 
 
