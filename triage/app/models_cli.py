@@ -134,7 +134,8 @@ def show(
     last: Annotated[int, typer.Option(help="Live scores of the last N studies.")] = 50,
     as_json: AsJson = False,
 ) -> None:
-    """A model's versions, trial runs, evaluations, live score distribution and changes."""
+    """A model's versions, trial runs, evaluations, live score distribution and positive rate
+    (flagged when far above the evaluation's), and changes."""
     from triage.app.models_view import show_json, show_lines
 
     lifecycle = _lifecycle()
@@ -142,11 +143,13 @@ def show(
     if not versions:
         lifecycle.find(name, "")  # raises, naming the registered models
     live = {v.version: lifecycle.recent_scores(name, v.version, last) for v in versions}
+    rates = {v.version: lifecycle.catalogue.live_rates(name, v.version) for v in versions}
     changes = lifecycle.changes(name, limit=30)
     if as_json:
-        sys.stdout.write(json.dumps(show_json(name, versions, live, changes), indent=2) + "\n")
+        shown = show_json(name, versions, live, changes, rates)
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return
-    for line in show_lines(name, versions, live, changes):
+    for line in show_lines(name, versions, live, changes, rates):
         console.print(line, highlight=False)
 
 
@@ -193,9 +196,11 @@ def evaluate(
     by: By = "",
     as_json: AsJson = False,
 ) -> None:
-    """AUROC, sensitivity and specificity at the threshold, a suggested threshold, ROC PNG."""
+    """AUROC, sensitivity, specificity and positive rate at the threshold, a suggested
+    threshold, calibration (ECE, reliability curve), ROC PNG."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from triage.app.models_view import calibration_text, figure_text, reliability_table
     from triage.imaging.volume import AssemblyOptions
     from triage.modelops.evaluation import evaluate as run
     from triage.modelops.evaluation import read_labels
@@ -219,9 +224,10 @@ def evaluate(
             options=AssemblyOptions(uneven_spacing=settings.uneven_spacing),
             progress=lambda _study: progress.advance(task),
         )
-    lifecycle.record_evaluation(info.name, info.version, result.as_dict(), by=by or _who())
+    evaluated = result.as_dict()
+    lifecycle.record_evaluation(info.name, info.version, evaluated, by=by or _who())
     if as_json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        sys.stdout.write(json.dumps(evaluated, indent=2) + "\n")
         return
     console.print(
         f"{info.name} {info.version} on {dataset}: {result.studies} studies "
@@ -229,15 +235,25 @@ def evaluate(
         f"{len(result.not_analysed)} not analysed)"
     )
     console.print(
-        f"AUROC {result.auroc}; at threshold {result.threshold:g}: sensitivity "
-        f"{result.sensitivity}, specificity {result.specificity}"
+        f"AUROC {figure_text(evaluated, 'auroc')}; at threshold {result.threshold:g}: "
+        f"sensitivity {figure_text(evaluated, 'sensitivity')}, specificity "
+        f"{figure_text(evaluated, 'specificity')}, positive rate "
+        f"{figure_text(evaluated, 'positive_rate')}"
     )
-    console.print(
-        f"for sensitivity >= {target_sensitivity:g}: threshold {result.suggested_threshold} "
-        f"(sensitivity {result.suggested_sensitivity}, specificity "
-        f"{result.suggested_specificity}); the threshold is part of the options: register the "
-        "bundle again with it to make a new version"
-    )
+    if result.suggested_threshold is None:
+        console.print(
+            f"for sensitivity >= {target_sensitivity:g}: no threshold to suggest "
+            f"({result.undefined.get('suggested_threshold', 'no positive study scored')})"
+        )
+    else:
+        console.print(
+            f"for sensitivity >= {target_sensitivity:g}: threshold "
+            f"{result.suggested_threshold} (sensitivity {result.suggested_sensitivity}, "
+            f"specificity {result.suggested_specificity}); the threshold is part of the "
+            "options: register the bundle again with it to make a new version"
+        )
+    console.print(calibration_text(evaluated))
+    console.print(reliability_table(evaluated))
     for item in result.not_analysed:
         console.print(f"  not analysed: {item['study']}: {item['reason']}")
     console.print(f"ROC curve: {result.roc_png or 'not written (needs both labels)'}")

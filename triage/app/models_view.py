@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from triage.catalogue import LiveRates
+from triage.modelops.drift import drift_rule_text, positive_rate_drifted
 from triage.modelops.metrics import HISTOGRAM_EDGES, histogram
 from triage.modelops.registry import Change, VersionInfo
 from triage.results import ModelState
@@ -57,9 +60,10 @@ def show_lines(
     versions: Sequence[VersionInfo],
     live: dict[str, list[float]],
     changes: Sequence[Change],
+    rates: dict[str, LiveRates] | None = None,
 ) -> list[str | Table]:
     """What `triage models show NAME` prints: versions, trial runs, evaluations, live scores
-    next to the evaluation's, and the audit trail."""
+    and positive rate next to the evaluation's, and the audit trail."""
     out: list[str | Table] = [versions_table(versions)]
     for v in versions:
         out.append(f"\n[bold]{v.name} {v.version}[/] ({v.state}, {v.task})")
@@ -81,9 +85,12 @@ def show_lines(
                 f"  evaluation on {e['dataset']} ({e['studies']} studies, {e['positives']}+ "
                 f"{e['negatives']}-): AUROC {_num(e['auroc'])}, sensitivity "
                 f"{_num(e['sensitivity'])}, specificity {_num(e['specificity'])} at "
-                f"{e['threshold']:g}; for sensitivity >= {e['target_sensitivity']:g} use "
+                f"{e['threshold']:g}, positive rate {_num(e.get('positive_rate'))}, ECE "
+                f"{_num(e.get('ece'))}; for sensitivity >= {e['target_sensitivity']:g} use "
                 f"threshold {_num(e['suggested_threshold'], 6)}"
             )
+        if rates and v.version in rates:
+            out.append(f"  {live_rate_text(rates[v.version], v.evaluation)}")
         scores = live.get(v.version, [])
         if scores or v.evaluation:
             out.append(distribution_table(scores, v.evaluation, v.threshold))
@@ -94,6 +101,18 @@ def show_lines(
             f"({c.from_state or '-'} -> {c.to_state}){': ' + c.reason if c.reason else ''}"
         )
     return out
+
+
+def live_rate_text(rates: LiveRates, evaluation: dict[str, Any] | None) -> str:
+    """The live positive rate next to the evaluation's, flagged when far above it."""
+    evaluated = (evaluation or {}).get("positive_rate")
+    text = (
+        f"live positive rate {_num(rates.positive_rate, 3)} (n={rates.results}) vs evaluation "
+        f"{_num(evaluated, 3)}"
+    )
+    if positive_rate_drifted(rates.positive_rate, rates.results, evaluated):
+        text += f" [bold red]DRIFT[/]: {drift_rule_text()}"
+    return text
 
 
 def distribution_table(
@@ -116,6 +135,38 @@ def distribution_table(
         table.add_row(*cells)
     flagged = sum(s >= threshold for s in scores)
     table.caption = f"live: {flagged}/{len(scores)} at or above the threshold"
+    return table
+
+
+def figure_text(evaluation: dict[str, Any], figure: str, digits: int = 4) -> str:
+    """A figure of an evaluation, or why the set could not give it (older ones: just '-')."""
+    value = evaluation.get(figure)
+    if value is not None:
+        return f"{value:.{digits}g}"
+    why = (evaluation.get("undefined") or {}).get(figure)
+    return f"not defined ({why})" if why else "-"
+
+
+def calibration_text(evaluation: dict[str, Any]) -> str:
+    """The one line of calibration: ECE, and what it means."""
+    return (
+        f"calibration: ECE {figure_text(evaluation, 'ece')} (expected calibration error over "
+        f"{len(evaluation.get('reliability') or [])} probability bins; 0 is calibrated)"
+    )
+
+
+def reliability_table(evaluation: dict[str, Any]) -> Table:
+    """The reliability curve as rows: a calibrated model's two means agree in every bin."""
+    table = Table(title="Reliability curve", box=box.SIMPLE, pad_edge=False, show_edge=False)
+    for name in ("probability", "studies", "mean probability", "positive fraction"):
+        table.add_column(name, justify="left" if name == "probability" else "right")
+    for b in evaluation.get("reliability") or []:
+        table.add_row(
+            f"{b['low']:.1f}-{b['high']:.1f}",
+            str(b["count"]),
+            _num(b["mean_probability"], 3),
+            _num(b["positive_fraction"], 3),
+        )
     return table
 
 
@@ -158,6 +209,7 @@ def show_json(
     versions: Sequence[VersionInfo],
     live: dict[str, list[float]],
     changes: Sequence[Change],
+    rates: dict[str, LiveRates] | None = None,
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -167,9 +219,21 @@ def show_json(
                 "live": {
                     "scores": live.get(v.version, []),
                     "histogram": histogram(live.get(v.version, [])),
+                    **_rates_json((rates or {}).get(v.version), v.evaluation),
                 },
             }
             for v in versions
         ],
         "changes": [c.as_dict() for c in changes],
+    }
+
+
+def _rates_json(rates: LiveRates | None, evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    if rates is None:
+        return {}
+    evaluated = (evaluation or {}).get("positive_rate")
+    return {
+        **dataclasses.asdict(rates),
+        "evaluation_positive_rate": evaluated,
+        "positive_rate_drift": positive_rate_drifted(rates.positive_rate, rates.results, evaluated),
     }

@@ -6,6 +6,7 @@ Everything a caller needs is imported from here; the modules behind it are the c
 
 from triage.catalogue.catalogue import Catalogue
 from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS
+from triage.catalogue.live_rates import LiveRates
 from triage.catalogue.rows import (
     AcknowledgementRow,
     ChainHead,
@@ -54,6 +55,7 @@ __all__ = [
     "FindingRow",
     "Instance",
     "InstanceRecord",
+    "LiveRates",
     "ModelChange",
     "ModelVersion",
     "NOT_ANALYSED",

@@ -2,19 +2,21 @@
 
 One object over one database, made of a part per concern, each in its own module: receiving
 (``receiving.py``), the studies through triage and their report revisions (``studies.py``), the
-outbox (``outbox.py``) and the worklist (``worklist.py``). They share the engine, ``session()``
-and ``transaction()`` of ``database.Database``; callers only ever see the ``Catalogue``.
+outbox (``outbox.py``), the worklist (``worklist.py``) and the live rates of the model versions
+(``live_rates.py``). They share the engine, ``session()`` and ``transaction()`` of
+``database.Database``; callers only ever see the ``Catalogue``.
 """
 
 from __future__ import annotations
 
+from triage.catalogue.live_rates import LiveRateQueries
 from triage.catalogue.outbox import Outbox
 from triage.catalogue.receiving import Receiving
 from triage.catalogue.studies import Studies
 from triage.catalogue.worklist import Worklist
 
 
-class Catalogue(Receiving, Studies, Outbox, Worklist):
+class Catalogue(Receiving, Studies, Outbox, Worklist, LiveRateQueries):
     """The node's catalogue, opened (created or migrated) from a SQLAlchemy URL.
 
     ``transaction(work)`` is the public way to run a caller's own work in one transaction that

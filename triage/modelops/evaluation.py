@@ -10,9 +10,13 @@ A labelled set is a folder with one sub-folder of DICOM files per study, and a C
 ``study`` names the sub-folder; ``label`` is 1 when the model's finding is present, 0 when it is
 not. Every study goes through the pipeline's own steps - series selection by the model's rules,
 volume assembly, preprocessing on the device, the model and its scoring - so the figures are the
-ones the node would give. The result: AUROC, sensitivity and specificity at the model's
-threshold, the threshold that reaches a target sensitivity, the score histogram, and the ROC
-curve as a PNG.
+ones the node would give. The result: AUROC, sensitivity, specificity and the positive rate
+(the share of studies flagged) at the model's threshold, the threshold that reaches a target
+sensitivity, the calibration (expected calibration error and reliability curve,
+`triage.modelops.metrics`), the score histogram, and the ROC curve as a PNG.
+
+A figure the set cannot give is None, and ``undefined`` says why: a set of normal studies only
+gives specificity, positive rate and calibration, not AUROC or sensitivity.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from triage.imaging.inspect import as_catalogued
 from triage.imaging.volume import AssemblyOptions, load_files
 from triage.modelops.metrics import (
     auroc,
+    expected_calibration_error,
     histogram,
     operating_point,
+    reliability_curve,
     roc_curve,
     threshold_for_sensitivity,
 )
@@ -85,6 +91,14 @@ class Evaluation:
     histogram: list[int]
     roc_png: str | None
     device: str
+    #: the share of scored studies at or above the threshold: what `show` compares live with
+    positive_rate: float | None = None
+    #: expected calibration error over the bins of ``reliability``
+    ece: float | None = None
+    #: per probability bin: low, high, count, mean_probability, positive_fraction
+    reliability: list[dict[str, Any]] = field(default_factory=list)
+    #: why a figure that is None could not be measured on this set (figure -> reason)
+    undefined: dict[str, str] = field(default_factory=dict)
     not_analysed: list[dict[str, str]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
 
@@ -179,7 +193,8 @@ def evaluate(
     options: AssemblyOptions | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Evaluation:
-    """Score every labelled study and measure the model at its threshold and on its ROC."""
+    """Score every labelled study and measure the model at its threshold, on its ROC and for
+    calibration."""
     if not 0.0 < target_sensitivity <= 1.0:
         raise TriageError(f"the target sensitivity must lie in (0, 1], got {target_sensitivity}")
     studies = read_labels(dataset, labels)
@@ -221,12 +236,47 @@ def evaluate(
         histogram=histogram(scores),
         roc_png=png,
         device=str(device),
+        positive_rate=_round(point.flagged / len(scores)) if point else None,
+        ece=_round(expected_calibration_error(scores, truth)),
+        reliability=_reliability(scores, truth),
+        undefined=_undefined(positives, negatives),
         not_analysed=[{"study": r.study, "reason": r.reason} for r in results if r.reason],
         scores=[
             {"study": r.study, "label": r.label, "probability": _round(r.probability, 6)}
             for r in results
         ],
     )
+
+
+def _reliability(scores: list[float], labels: list[int]) -> list[dict[str, Any]]:
+    return [
+        {
+            "low": b.low,
+            "high": b.high,
+            "count": b.count,
+            "mean_probability": _round(b.mean_probability),
+            "positive_fraction": _round(b.positive_fraction),
+        }
+        for b in reliability_curve(scores, labels)
+    ]
+
+
+def _undefined(positives: int, negatives: int) -> dict[str, str]:
+    """Why the figures a set cannot give are None, in the words the CLI prints: a folder of
+    normal studies is a fair test of specificity and calibration, not of AUROC."""
+    if not positives and not negatives:
+        return {
+            figure: "no study of the set was scored"
+            for figure in ("auroc", "sensitivity", "specificity", "positive_rate", "ece")
+        }
+    out = {}
+    if not positives:
+        out["auroc"] = "needs positive and negative studies; this set has no positive one"
+        out["sensitivity"] = out["suggested_threshold"] = "needs positive studies; none here"
+    if not negatives:
+        out["auroc"] = "needs positive and negative studies; this set has no negative one"
+        out["specificity"] = "needs negative studies; none here"
+    return out
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

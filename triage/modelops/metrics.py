@@ -1,7 +1,13 @@
-"""Operating-point metrics of a scored, labelled set: AUROC, sensitivity, specificity, ROC.
+"""Metrics of a scored, labelled set: AUROC, sensitivity, specificity, ROC, and calibration.
 
 Plain NumPy on purpose: the training scripts in models/, `triage models evaluate` and the
 notebook compute their figures with the same few functions.
+
+Calibration says whether a probability can be read as one: of the studies scored about 0.8,
+about 80 % should have the finding. The reliability curve puts the mean predicted probability of
+each probability bin next to the share of its studies that are positive; the expected
+calibration error (ECE) is the gap between the two, averaged over the bins weighted by how many
+studies each holds (0: calibrated; an over-confident model has a large one).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Bin edges of the score histograms (`show`: live scores next to the evaluation's)
+#: Bin edges of the score histograms (`show`: live scores next to the evaluation's) and of the
+#: calibration figures: ten equal-width bins over probability, the last one holding 1.0
 HISTOGRAM_EDGES = tuple(i / 10 for i in range(11))
 
 
@@ -24,6 +31,22 @@ class OperatingPoint:
     false_negatives: int
     true_negatives: int
     false_positives: int
+
+    @property
+    def flagged(self) -> int:
+        """How many studies are at or above the threshold (positive results)."""
+        return self.true_positives + self.false_positives
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One probability bin of the reliability curve; the means are None for an empty bin."""
+
+    low: float
+    high: float
+    count: int
+    mean_probability: float | None
+    positive_fraction: float | None
 
 
 def _arrays(scores: Sequence[float], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,3 +123,49 @@ def histogram(scores: Sequence[float]) -> list[int]:
     """Counts of scores in ten bins of width 0.1 (the last bin holds 1.0)."""
     counts, _ = np.histogram(np.clip(np.asarray(scores, dtype=np.float64), 0, 1), HISTOGRAM_EDGES)
     return [int(c) for c in counts]
+
+
+def _bin_of(scores: np.ndarray) -> np.ndarray:
+    """The histogram bin of each score (the same bins as `histogram`; 1.0 in the last)."""
+    edges = np.asarray(HISTOGRAM_EDGES)
+    index = np.searchsorted(edges, np.clip(scores, 0, 1), side="right") - 1
+    return np.minimum(index, len(edges) - 2)
+
+
+def reliability_curve(scores: Sequence[float], labels: Sequence[int]) -> list[ReliabilityBin]:
+    """Per probability bin: its range, how many studies, their mean probability and the share
+    of them that are positive. A calibrated model's points lie on the diagonal."""
+    s, y = _arrays(scores, labels)
+    index = _bin_of(s)
+    out = []
+    for i in range(len(HISTOGRAM_EDGES) - 1):
+        inside = index == i
+        count = int(inside.sum())
+        out.append(
+            ReliabilityBin(
+                low=HISTOGRAM_EDGES[i],
+                high=HISTOGRAM_EDGES[i + 1],
+                count=count,
+                mean_probability=float(s[inside].mean()) if count else None,
+                positive_fraction=float(y[inside].mean()) if count else None,
+            )
+        )
+    return out
+
+
+def expected_calibration_error(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """The gap between mean probability and positive share, averaged over the bins of the
+    reliability curve weighted by their counts; NaN for an empty set. Needs no positive study:
+    on a set of normals it is the mean probability the model gives them."""
+    bins = reliability_curve(scores, labels)
+    total = sum(b.count for b in bins)
+    if not total:
+        return float("nan")
+    return float(
+        sum(
+            b.count * abs(b.mean_probability - b.positive_fraction)
+            for b in bins
+            if b.mean_probability is not None and b.positive_fraction is not None
+        )
+        / total
+    )

@@ -318,7 +318,8 @@ class ModelLifecycle:
             row = self._row(s, name, info.version)
             row.evaluation = json.dumps(evaluation, sort_keys=True)
             note = (
-                f"AUROC {evaluation.get('auroc')} on {evaluation.get('dataset')} "
+                f"AUROC {evaluation.get('auroc')}, ECE {evaluation.get('ece')} on "
+                f"{evaluation.get('dataset')} "
                 f"({evaluation.get('studies')} studies)"
             )
             s.add(audit_row(by, "evaluate", name, info.version, row.state, row.state, note))
