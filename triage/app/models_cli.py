@@ -240,6 +240,12 @@ def evaluate(
         f"{figure_text(evaluated, 'specificity')}, positive rate "
         f"{figure_text(evaluated, 'positive_rate')}"
     )
+    console.print(
+        f"out of distribution (input unlike the training data): rate {result.ood_rate:g} "
+        f"at OOD threshold {result.ood_threshold:.2f}"
+        if result.ood_rate is not None and result.ood_threshold is not None
+        else "out of distribution: not checked (the version has no input reference)"
+    )
     if result.suggested_threshold is None:
         console.print(
             f"for sensitivity >= {target_sensitivity:g}: no threshold to suggest "

@@ -79,6 +79,7 @@ def show_lines(
             f"hash {v.content_hash}"
         )
         out.append(f"  trial run: {_trial_text(v.trial)}")
+        out.append(f"  {reference_text(v.reference)}")
         if v.evaluation:
             e = v.evaluation
             out.append(
@@ -104,7 +105,7 @@ def show_lines(
 
 
 def live_rate_text(rates: LiveRates, evaluation: dict[str, Any] | None) -> str:
-    """The live positive rate next to the evaluation's, flagged when far above it."""
+    """The live positive and OOD rates next to the evaluation's, drift flagged."""
     evaluated = (evaluation or {}).get("positive_rate")
     text = (
         f"live positive rate {_num(rates.positive_rate, 3)} (n={rates.results}) vs evaluation "
@@ -112,7 +113,24 @@ def live_rate_text(rates: LiveRates, evaluation: dict[str, Any] | None) -> str:
     )
     if positive_rate_drifted(rates.positive_rate, rates.results, evaluated):
         text += f" [bold red]DRIFT[/]: {drift_rule_text()}"
+    text += (
+        f"; live OOD rate {_num(rates.ood_rate, 3)} vs evaluation "
+        f"{_num((evaluation or {}).get('ood_rate'), 3)}"
+    )
     return text
+
+
+def reference_text(reference: dict[str, Any] | None) -> str:
+    """What the out-of-distribution check of a version is measured against."""
+    if not reference:
+        return (
+            "input reference: [yellow]none[/]: inputs unlike the training data are not "
+            "recognised (register with --reference DIR)"
+        )
+    return (
+        f"input reference: {reference['studies']} studies ({reference['source']}), OOD "
+        f"threshold {reference['threshold']:.2f}"
+    )
 
 
 def distribution_table(

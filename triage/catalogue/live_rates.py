@@ -33,11 +33,14 @@ class LiveRates:
     results: int
     #: the share of results at or above the threshold: the positive findings
     positive_rate: float | None = None
+    #: the share of checked results whose input was unlike the model's reference (uncertain)
+    ood_rate: float | None = None
 
 
 #: What each rate of `LiveRates` counts: a result is flagged when its condition holds
 LIVE_RATE_CONDITIONS: dict[str, ColumnElement[bool]] = {
     "positive_rate": Result.probability >= Result.threshold,
+    "ood_rate": Result.ood_score > Result.ood_threshold,
 }
 
 

@@ -34,6 +34,7 @@ from pydicom.errors import InvalidDicomError
 
 from triage.analysis.inference import score
 from triage.analysis.model import TriageModel
+from triage.analysis.ood import input_statistics
 from triage.analysis.preprocess import model_input_with_affine
 from triage.analysis.selection import select_series
 from triage.catalogue import SeriesSummary
@@ -70,6 +71,8 @@ class StudyScore:
     label: int
     probability: float | None
     reason: str = ""
+    #: the input's out-of-distribution score (None: the model has no reference)
+    ood_score: float | None = None
 
 
 @dataclass
@@ -99,6 +102,10 @@ class Evaluation:
     reliability: list[dict[str, Any]] = field(default_factory=list)
     #: why a figure that is None could not be measured on this set (figure -> reason)
     undefined: dict[str, str] = field(default_factory=dict)
+    #: the share of scored studies whose input was unlike the model's reference (uncertain),
+    #: and the threshold of the score (None: the model has no reference)
+    ood_rate: float | None = None
+    ood_threshold: float | None = None
     not_analysed: list[dict[str, str]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
 
@@ -167,19 +174,24 @@ def study_series(folder: Path) -> list[SeriesSummary]:
 
 def score_study(
     model: TriageModel, folder: Path, device: torch.device, options: AssemblyOptions
-) -> tuple[float | None, str]:
-    """The model's probability on a study folder, or None and why it was not analysed."""
+) -> tuple[float | None, str, float | None]:
+    """The model's probability on a study folder (or None and why it was not analysed), and
+    its input's out-of-distribution score when the model has a reference."""
     series, reason = select_series(model.rule, study_series(folder))
     if series is None:
-        return None, reason
+        return None, reason, None
     try:
         volume = load_files(series.keys, options)
         x, affine = model_input_with_affine(volume.array, volume.affine_lps, model.input, device)
-        return score(model, x, affine, device).probability, ""
+        probability = score(model, x, affine, device).probability
     except NotAVolumeError as exc:
-        return None, f"series {series.series_number or '?'} is not a volume: {exc}"
+        return None, f"series {series.series_number or '?'} is not a volume: {exc}", None
     except ModelError as exc:
-        return None, str(exc)
+        return None, str(exc), None
+    ood = None
+    if model.reference is not None:
+        ood = model.reference.score(input_statistics(x, model.input.pixdim))
+    return probability, "", ood
 
 
 def evaluate(
@@ -201,8 +213,8 @@ def evaluate(
     options = options or AssemblyOptions()
     results = []
     for study in studies:
-        probability, reason = score_study(model, study.folder, device, options)
-        results.append(StudyScore(study.name, study.label, probability, reason))
+        probability, reason, ood = score_study(model, study.folder, device, options)
+        results.append(StudyScore(study.name, study.label, probability, reason, ood))
         if progress is not None:
             progress(study.name)
     scored = [r for r in results if r.probability is not None]
@@ -240,12 +252,26 @@ def evaluate(
         ece=_round(expected_calibration_error(scores, truth)),
         reliability=_reliability(scores, truth),
         undefined=_undefined(positives, negatives),
+        ood_rate=_ood_rate(model, scored),
+        ood_threshold=model.reference.threshold if model.reference is not None else None,
         not_analysed=[{"study": r.study, "reason": r.reason} for r in results if r.reason],
         scores=[
-            {"study": r.study, "label": r.label, "probability": _round(r.probability, 6)}
+            {
+                "study": r.study,
+                "label": r.label,
+                "probability": _round(r.probability, 6),
+                "ood_score": _round(r.ood_score, 3),
+            }
             for r in results
         ],
     )
+
+
+def _ood_rate(model: TriageModel, scored: list[StudyScore]) -> float | None:
+    if model.reference is None or not scored:
+        return None
+    threshold = model.reference.threshold
+    return _round(sum(1 for r in scored if (r.ood_score or 0.0) > threshold) / len(scored))
 
 
 def _reliability(scores: list[float], labels: list[int]) -> list[dict[str, Any]]:

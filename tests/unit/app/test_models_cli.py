@@ -48,7 +48,7 @@ def labelled_set(folder: Path, cases: dict[str, tuple[int, float]], mp: pytest.M
         (folder / name).mkdir(parents=True)
     lines = ["study,label"] + [f"{name},{label}" for name, (label, _) in cases.items()]
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
-    mp.setattr(evaluation, "score_study", lambda _m, f, _d, _o: (cases[f.name][1], ""))
+    mp.setattr(evaluation, "score_study", lambda _m, f, _d, _o: (cases[f.name][1], "", None))
     return folder
 
 

@@ -63,11 +63,13 @@ def _evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: dict[str, 
     lines = ["study,label"] + [f"{name},{label}" for name, (label, _) in cases.items()]
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
 
-    def score_study(_model: Any, folder: Path, _device: Any, _options: Any) -> tuple[float, str]:
-        return cases[folder.name][1], ""
+    def score_study(
+        _model: Any, folder: Path, _device: Any, _options: Any
+    ) -> tuple[float, str, None]:
+        return cases[folder.name][1], "", None
 
     monkeypatch.setattr(evaluation, "score_study", score_study)
-    model = SimpleNamespace(name="m", version="1+abc", threshold=0.5)
+    model = SimpleNamespace(name="m", version="1+abc", threshold=0.5, reference=None)
     roc = tmp_path / "roc.png"
     result = evaluation.evaluate(model, tmp_path, device=torch.device("cpu"), roc_png=roc)  # type: ignore[arg-type]
     return result, roc
