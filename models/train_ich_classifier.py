@@ -16,11 +16,7 @@ are measured on a separate held-out set and written to docs/metrics.json and doc
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import multiprocessing
-import platform
-import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,11 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from triage.analysis.head_ct import head_ct_rule  # noqa: E402
-from triage.analysis.preprocess import InputSpec, model_input  # noqa: E402
-from triage.synthetic.phantom import head_phantom, random_grid  # noqa: E402
+import _common as common  # noqa: E402
+from _common import SPEC  # noqa: E402
 
-SPEC = InputSpec(pixdim=(2.5, 2.5, 5.0), spatial_size=(96, 96, 32), window=(0.0, 100.0))
+from triage.analysis.head_ct import head_ct_rule  # noqa: E402
+from triage.analysis.preprocess import model_input  # noqa: E402
+from triage.modelops.metrics import auroc, threshold_for_sensitivity  # noqa: E402
+
 NETWORK_DEF: dict[str, Any] = {
     "_target_": "monai.networks.nets.DenseNet",
     "spatial_dims": 3,
@@ -48,8 +46,6 @@ NETWORK_DEF: dict[str, Any] = {
     "block_config": [2, 2, 2],
     "dropout_prob": 0.0,
 }
-SPLITS = {"train": 0, "val": 1, "test": 2}
-RADIUS_BINS = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0))
 MAP_STRIDE = 4  # the resolution of DenseNet features after its first dense block
 
 
@@ -70,14 +66,7 @@ def example(args: tuple[int, int, int]) -> tuple[np.ndarray, float, float, np.nd
     training target of an auxiliary head that teaches early layers what a lesion looks like.
     """
     seed, split, index = args
-    torch.set_num_threads(1)
-    rng = np.random.default_rng([seed, split, index])
-    lesion = index % 2 == 0
-    shape, spacing = random_grid(rng)
-    # Training sees more small lesions (log-uniform radius, 3-20 mm): they are the hard ones.
-    # Validation and test keep the phantom's own distribution (uniform 3-20 mm).
-    radius_mm = float(np.exp(rng.uniform(np.log(3.0), np.log(20.0)))) if split == 0 else None
-    phantom = head_phantom(rng, shape, spacing, lesion, lesion_radius_mm=radius_mm)
+    phantom = common.phantom(seed, split, index)
     x = model_input(phantom.hu, phantom.affine_lps, SPEC, torch.device("cpu"))
     map_shape = tuple(n // MAP_STRIDE for n in SPEC.spatial_size)
     lesion_map = np.zeros(map_shape, dtype=np.uint8)
@@ -88,7 +77,7 @@ def example(args: tuple[int, int, int]) -> tuple[np.ndarray, float, float, np.nd
         where = model_input(sphere, phantom.affine_lps, SPEC, torch.device("cpu"))
         pooled = torch.nn.functional.max_pool3d(where[0], MAP_STRIDE)
         lesion_map = (pooled[0] > 0.1).numpy().astype(np.uint8)
-    return x[0].numpy().astype(np.float16), float(lesion), radius, lesion_map
+    return x[0].numpy().astype(np.float16), float(index % 2 == 0), radius, lesion_map
 
 
 def _sphere(
@@ -111,34 +100,13 @@ def _sphere(
 
 
 def make_split(seed: int, name: str, count: int, pool: ProcessPoolExecutor | None) -> Split:
-    jobs = [(seed, SPLITS[name], i) for i in range(count)]
-    if pool is not None:
-        results = list(pool.map(example, jobs, chunksize=8))
-    else:
-        results = [example(job) for job in jobs]
+    results = common.examples(example, seed, name, count, pool)
     return Split(
         x=torch.from_numpy(np.stack([r[0] for r in results])),
         y=torch.tensor([r[1] for r in results], dtype=torch.float32),
         radius=np.array([r[2] for r in results]),
         lesion_map=torch.from_numpy(np.stack([r[3] for r in results])),
     )
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (pos.size * neg.size))
-
-
-def threshold_for_sensitivity(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
-    """The highest threshold t with sensitivity (score >= t among positives) >= target."""
-    pos = np.sort(scores[labels == 1])
-    allowed_misses = int(np.floor((1.0 - target) * pos.size + 1e-9))
-    return float(pos[allowed_misses])
 
 
 def predict(net: torch.nn.Module, x: torch.Tensor, batch: int = 32) -> np.ndarray:
@@ -188,33 +156,15 @@ class LesionMapHead(torch.nn.Module):
         return self.head(self.features["b1"])
 
 
-def build_network() -> torch.nn.Module:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser({"network_def": copy.deepcopy(NETWORK_DEF)})
-    net: torch.nn.Module = parser.get_parsed_content("network_def", instantiate=True)
-    return net
-
-
 def train(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    counts = {"train": args.train, "val": args.val, "test": args.test}
-    data = {}
-    context = multiprocessing.get_context("spawn")  # no fork of a process that imported torch
-    pool = ProcessPoolExecutor(args.workers, mp_context=context) if args.workers > 1 else None
-    try:
-        for name, count in counts.items():
-            t0 = time.perf_counter()
-            data[name] = make_split(args.seed, name, count, pool)
-            print(f"{name}: {count} phantoms in {time.perf_counter() - t0:.1f} s", flush=True)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    counts = common.split_counts(args)
+    data = common.make_splits(make_split, args.seed, counts, args.workers)
     data_seconds = time.perf_counter() - started
 
     torch.set_num_threads(args.threads)
-    net = build_network()
+    net = common.build_network(NETWORK_DEF)
     lesion_head = LesionMapHead(net)
     params = [*net.parameters(), *lesion_head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
@@ -278,21 +228,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
             "parameters": n_params,
-            "seconds": {
-                "data": round(data_seconds, 1),
-                "training": round(train_seconds, 1),
-                "total": round(time.perf_counter() - started, 1),
-            },
-            "cpu_threads": args.threads,
-            "workers": args.workers,
-            "command": args.command,
-            "input": SPEC.as_dict(),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "monai": _monai_version(),
-                "numpy": np.__version__,
-            },
+            **common.provenance(args, started, data_seconds, train_seconds),
         },
     }
 
@@ -305,34 +241,15 @@ def evaluate(
     threshold = threshold_for_sensitivity(val_scores, val.y.numpy(), args.target_sensitivity)
     scores = predict(net, test.x)
     labels = test.y.numpy()
-    positive = scores >= threshold
-    by_radius = {}
-    for lo, hi in RADIUS_BINS:
-        sel = (labels == 1) & (test.radius >= lo) & (test.radius < hi + 1e-9)
-        by_radius[f"{lo:g}-{hi:g} mm"] = {
-            "count": int(sel.sum()),
-            "sensitivity": float(positive[sel].mean()) if sel.any() else None,
-        }
+    by_radius = common.sensitivity_by_radius(scores >= threshold, labels, test.radius)
     return {
         "held_out": {
-            "auroc": round(auroc(scores, labels), 4),
-            "sensitivity": round(float(positive[labels == 1].mean()), 4),
-            "specificity": round(float((~positive[labels == 0]).mean()), 4),
-            "positives": int((labels == 1).sum()),
-            "negatives": int((labels == 0).sum()),
-            "true_positives": int((positive & (labels == 1)).sum()),
-            "true_negatives": int((~positive & (labels == 0)).sum()),
+            **common.figures(scores, labels, threshold),
             "sensitivity_by_lesion_radius": by_radius,
         },
-        "validation": {
-            "auroc": round(auroc(val_scores, val.y.numpy()), 4),
-            "sensitivity": round(float((val_scores[val.y.numpy() == 1] >= threshold).mean()), 4),
-            "specificity": round(float((val_scores[val.y.numpy() == 0] < threshold).mean()), 4),
-        },
+        "validation": common.validation_figures(val_scores, val.y.numpy(), threshold),
         "threshold": round(threshold, 6),
-        "threshold_rule": (
-            f"highest threshold with validation sensitivity >= {args.target_sensitivity}"
-        ),
+        "threshold_rule": common.threshold_rule(args),
     }
 
 
@@ -340,12 +257,11 @@ def rethreshold(args: argparse.Namespace) -> dict[str, Any]:
     """A new operating point for the shipped weights, measured on freshly generated
     validation and held-out sets (the same seeds as training used)."""
     metrics = json.loads((args.out / "docs" / "metrics.json").read_text(encoding="utf-8"))
-    net = build_network()
+    net = common.build_network(NETWORK_DEF)
     state = torch.load(args.out / "models" / "model.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     torch.set_num_threads(args.threads)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+    with common.phantom_pool(args.workers) as pool:
         val = make_split(args.seed, "val", args.val, pool)
         test = make_split(args.seed, "test", args.test, pool)
     metrics.update(evaluate(net, val, test, args))
@@ -353,54 +269,15 @@ def rethreshold(args: argparse.Namespace) -> dict[str, Any]:
     return {"state": state, "metrics": metrics}
 
 
-def _monai_version() -> str:
-    import monai
-
-    return str(monai.__version__)
-
-
 def write_bundle(out: Path, result: dict[str, Any]) -> None:
     metrics = result["metrics"]
-    threshold = metrics["threshold"]
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "docs").mkdir(parents=True, exist_ok=True)
-    torch.save(result["state"], out / "models" / "model.pt")
-    _write_json(out / "configs" / "inference.json", inference_config())
-    _write_json(out / "configs" / "metadata.json", metadata(metrics))
-    _write_json(out / "triage.json", triage_options(threshold))
-    _write_json(out / "docs" / "metrics.json", metrics)
-    (out / "docs" / "README.md").write_text(readme(metrics), encoding="utf-8")
-
-
-def inference_config() -> dict[str, Any]:
-    return {
-        "imports": ["$import torch"],
-        "bundle_root": ".",
-        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
-        "network_def": NETWORK_DEF,
-        "network": "$@network_def.to(@device)",
-        "preprocessing_note": (
-            "Input is produced by triage.analysis.preprocess.model_input with the 'input' "
-            "section of "
-            "triage.json: RAS orientation, block averaging of whole voxels no larger than pixdim "
-            "(anti-aliasing), bilinear resampling to pixdim, HU window to [0, 1] with clipping, "
-            "centre crop or zero pad to spatial_size."
-        ),
-    }
+    common.write_network(out, result["state"], common.inference_config(NETWORK_DEF))
+    options = triage_options(metrics["threshold"])
+    common.write_docs(out, metrics, metadata(metrics), options, readme(metrics))
 
 
 def metadata(metrics: dict[str, Any]) -> dict[str, Any]:
-    size = list(SPEC.spatial_size)
-    return {
-        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
-        "0.8.1/meta_schema_20220324.json",
-        "version": "1.0.0",
-        "changelog": {"1.0.0": "first version, trained on synthetic head-CT phantoms"},
-        "monai_version": metrics["versions"]["monai"],
-        "pytorch_version": metrics["versions"]["torch"].split("+")[0],
-        "numpy_version": metrics["versions"]["numpy"],
-        "required_packages_version": {},
+    about = {
         "name": "ich_classifier",
         "task": "Intracranial hemorrhage classification of non-contrast head CT (demonstration)",
         "description": (
@@ -411,48 +288,23 @@ def metadata(metrics: dict[str, Any]) -> dict[str, Any]:
             "its output means nothing for a patient, and it must not be used for diagnosis or "
             "triage of real studies. It exists to exercise the triage pipeline end to end."
         ),
-        "authors": "triage project",
-        "copyright": "Apache-2.0",
-        "data_source": "synthetic phantoms generated by triage.synthetic.phantom (no patient data)",
-        "data_type": "synthetic",
-        "image_classes": "one channel: CT in HU, windowed [0, 100] HU to [0, 1]",
         "label_classes": "1 = synthetic hyperdense lesion present, 0 = absent",
         "pred_classes": "one logit; sigmoid gives the probability of a lesion",
-        "intended_use": "software testing and demonstration only; not for clinical use",
-        "eval_metrics": {
-            "held_out_auroc": metrics["held_out"]["auroc"],
-            "held_out_sensitivity": metrics["held_out"]["sensitivity"],
-            "held_out_specificity": metrics["held_out"]["specificity"],
-        },
-        "references": [],
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": "hounsfield",
-                    "modality": "CT",
-                    "num_channels": 1,
-                    "spatial_shape": size,
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_patch_data": False,
-                    "channel_def": {"0": "image"},
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "logits",
-                    "format": "classes",
-                    "num_channels": 1,
-                    "spatial_shape": [1],
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_onehot": False,
-                    "channel_def": {"0": "intracranial hemorrhage (synthetic)"},
-                }
-            },
-        },
     }
+    output = {
+        "pred": {
+            "type": "logits",
+            "format": "classes",
+            "num_channels": 1,
+            "spatial_shape": [1],
+            "dtype": "float32",
+            "value_range": [],
+            "is_onehot": False,
+            "channel_def": {"0": "intracranial hemorrhage (synthetic)"},
+        }
+    }
+    inputs = common.image_input(list(SPEC.spatial_size), is_patch_data=False)
+    return common.metadata(metrics, about, {}, {"inputs": inputs, "outputs": output})
 
 
 def triage_options(threshold: float) -> dict[str, Any]:
@@ -461,7 +313,7 @@ def triage_options(threshold: float) -> dict[str, Any]:
         "series": head_ct_rule(),
         "input": SPEC.as_dict(),
         "output": {"activation": "sigmoid", "index": 0},
-        "finding": {"value": "1386000", "scheme": "SCT", "meaning": "Intracranial hemorrhage"},
+        "finding": common.FINDING,
         "threshold": threshold,
         "positive_priority": "urgent",
     }
@@ -555,62 +407,30 @@ Sensitivity by lesion radius (held-out):
 |---|---|---|
 {rows}
 
-These numbers describe synthetic phantoms only. They say nothing about real haemorrhage.
-
-Produced by (seed {m["seed"]}, {m["cpu_threads"]} CPU threads, {m["workers"]} data workers,
-{m["seconds"]["total"]:.0f} s in total of which {m["seconds"]["training"]:.0f} s training;
-torch {m["versions"]["torch"]}, monai {m["versions"]["monai"]}):
-
-```
-{m["command"]}
-```
-{rethreshold_note}
+{common.produced_by(m)}{rethreshold_note}
 All numbers are also in `docs/metrics.json`.
 """
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("models/ich_classifier"))
-    parser.add_argument("--seed", type=int, default=20240501)
-    parser.add_argument("--train", type=int, default=1200, help="training phantoms")
-    parser.add_argument("--val", type=int, default=200, help="validation phantoms")
-    parser.add_argument("--test", type=int, default=200, help="held-out test phantoms")
-    parser.add_argument("--epochs", type=int, default=14)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser = common.training_parser(
+        __doc__, "models/ich_classifier", 20240501, 1200, 200, 200, epochs=14, lr=2e-3
+    )
     parser.add_argument("--map-weight", type=float, default=1.0, help="lesion-map loss weight")
     parser.add_argument("--map-pos-weight", type=float, default=200.0)
-    parser.add_argument("--target-sensitivity", type=float, default=0.90)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for training")
-    parser.add_argument("--workers", type=int, default=2, help="processes generating phantoms")
     parser.add_argument(
         "--rethreshold",
         action="store_true",
         help="keep the bundle's weights; regenerate the validation and held-out sets, choose the "
         "threshold for --target-sensitivity and rewrite triage.json and the metrics",
     )
-    parser.add_argument(
-        "--docs-only",
-        action="store_true",
-        help="only rewrite docs/README.md from the bundle's docs/metrics.json (no training)",
-    )
-    args = parser.parse_args(argv)
-    shown = ["models/train_ich_classifier.py", *(argv if argv is not None else sys.argv[1:])]
-    args.command = ".venv/bin/python " + shlex.join(shown)
-    return args
+    return common.parse(parser, "models/train_ich_classifier.py", argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.docs_only:
-        metrics = json.loads((args.out / "docs" / "metrics.json").read_text(encoding="utf-8"))
-        (args.out / "docs" / "README.md").write_text(readme(metrics), encoding="utf-8")
-        print(f"rewrote {args.out / 'docs' / 'README.md'} from docs/metrics.json")
+        common.rewrite_readme(args.out, readme)
         return
     result = rethreshold(args) if args.rethreshold else train(args)
     write_bundle(args.out, result)
