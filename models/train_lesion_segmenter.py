@@ -20,10 +20,6 @@ specificity, Dice and the error of the reported lesion centre are measured held 
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
-import platform
-import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,21 +32,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import _common as common  # noqa: E402
+from _common import FINDING, SPEC  # noqa: E402
+
 from triage.analysis.head_ct import head_ct_rule  # noqa: E402
 from triage.analysis.inference import network_output, segmentation_score  # noqa: E402
 from triage.analysis.model import SegmentationScore, SlidingWindow, TriageModel  # noqa: E402
-from triage.analysis.preprocess import InputSpec, model_input_with_affine  # noqa: E402
+from triage.analysis.preprocess import model_input_with_affine  # noqa: E402
 from triage.analysis.selection import SeriesRule  # noqa: E402
-from triage.modelops.metrics import (  # noqa: E402
-    auroc,
-    operating_point,
-    threshold_for_sensitivity,
-)
+from triage.modelops.metrics import auroc, threshold_for_sensitivity  # noqa: E402
 from triage.modelops.network import load_network  # noqa: E402
 from triage.results import Priority  # noqa: E402
-from triage.synthetic.phantom import head_phantom, random_grid  # noqa: E402
 
-SPEC = InputSpec(pixdim=(2.5, 2.5, 5.0), spatial_size=(96, 96, 32), window=(0.0, 100.0))
 CROP = (64, 64, 32)
 NETWORK_DEF: dict[str, Any] = {
     "_target_": "monai.networks.nets.UNet",
@@ -68,9 +61,6 @@ INFERER: dict[str, Any] = {
     "overlap": 0.25,
     "mode": "gaussian",
 }
-FINDING = {"value": "1386000", "scheme": "SCT", "meaning": "Intracranial hemorrhage"}
-SPLITS = {"train": 0, "val": 1, "test": 2}
-RADIUS_BINS = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0))
 #: lesion volume (mL) scored 0.5 by the "lesion_volume" rule: about three input voxels
 HALF_VOLUME_ML = 0.1
 VOXEL_THRESHOLD = 0.5
@@ -91,13 +81,7 @@ class Split:
 def example(args: tuple[int, int, int]) -> tuple[Any, ...]:
     """One phantom through model_input, with its lesion mask through the same resampling."""
     seed, split, index = args
-    torch.set_num_threads(1)
-    rng = np.random.default_rng([seed, split, index])
-    lesion = index % 2 == 0
-    shape, spacing = random_grid(rng)
-    # Training sees more small lesions (log-uniform radius, 3-20 mm): they are the hard ones.
-    radius_mm = float(np.exp(rng.uniform(np.log(3.0), np.log(20.0)))) if split == 0 else None
-    phantom = head_phantom(rng, shape, spacing, lesion, lesion_radius_mm=radius_mm)
+    phantom = common.phantom(seed, split, index)
     cpu = torch.device("cpu")
     x, affine = model_input_with_affine(phantom.hu, phantom.affine_lps, SPEC, cpu)
     painted = phantom.lesion_mask
@@ -110,12 +94,11 @@ def example(args: tuple[int, int, int]) -> tuple[Any, ...]:
         ijk = np.argwhere(painted).mean(axis=0)
         centre = (phantom.affine_lps @ np.array([*ijk, 1.0]))[:3]
     radius = phantom.lesion.radius_mm if phantom.lesion is not None else 0.0
-    return x[0].numpy().astype(np.float16), mask, float(lesion), radius, affine, centre
+    return x[0].numpy().astype(np.float16), mask, float(index % 2 == 0), radius, affine, centre
 
 
 def make_split(seed: int, name: str, count: int, pool: ProcessPoolExecutor | None) -> Split:
-    jobs = [(seed, SPLITS[name], i) for i in range(count)]
-    results = list(pool.map(example, jobs, chunksize=8)) if pool else [example(j) for j in jobs]
+    results = common.examples(example, seed, name, count, pool)
     return Split(
         x=torch.from_numpy(np.stack([r[0] for r in results])),
         mask=torch.from_numpy(np.stack([r[1] for r in results])),
@@ -151,14 +134,6 @@ def crops(split: Split, idx: torch.Tensor, rng: np.random.Generator) -> tuple[An
         xs.append(x[None])
         ms.append(m[None])
     return torch.stack(xs), torch.stack(ms)
-
-
-def build_network() -> torch.nn.Module:
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser({"network_def": json.loads(json.dumps(NETWORK_DEF))})
-    net: torch.nn.Module = parser.get_parsed_content("network_def", instantiate=True)
-    return net
 
 
 def pipeline_model(out: Path) -> TriageModel:
@@ -222,24 +197,14 @@ def predict(model: TriageModel, split: Split) -> dict[str, np.ndarray]:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    counts = {"train": args.train, "val": args.val, "test": args.test}
-    data = {}
-    context = multiprocessing.get_context("spawn")  # no fork of a process that imported torch
-    pool = ProcessPoolExecutor(args.workers, mp_context=context) if args.workers > 1 else None
-    try:
-        for name, count in counts.items():
-            t0 = time.perf_counter()
-            data[name] = make_split(args.seed, name, count, pool)
-            print(f"{name}: {count} phantoms in {time.perf_counter() - t0:.1f} s", flush=True)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    counts = common.split_counts(args)
+    data = common.make_splits(make_split, args.seed, counts, args.workers)
     data_seconds = time.perf_counter() - started
 
     from monai.losses import DiceCELoss
 
     torch.set_num_threads(args.threads)
-    net = build_network()
+    net = common.build_network(NETWORK_DEF)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     lesion_idx = np.flatnonzero(data["train"].y == 1)
     clear_idx = np.flatnonzero(data["train"].y == 0)
@@ -281,7 +246,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         )
     train_seconds = time.perf_counter() - t_train
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    write_network(args.out, state)
+    common.write_network(args.out, state, common.inference_config(NETWORK_DEF, INFERER))
     metrics = evaluate(pipeline_model(args.out), data["val"], data["test"], args)
     metrics.update(
         {
@@ -293,21 +258,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             "learning_rate": args.lr,
             "crop": list(CROP),
             "parameters": sum(p.numel() for p in net.parameters()),
-            "seconds": {
-                "data": round(data_seconds, 1),
-                "training": round(train_seconds, 1),
-                "total": round(time.perf_counter() - started, 1),
-            },
-            "cpu_threads": args.threads,
-            "workers": args.workers,
-            "command": args.command,
-            "input": SPEC.as_dict(),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "monai": _monai_version(),
-                "numpy": np.__version__,
-            },
+            **common.provenance(args, started, data_seconds, train_seconds),
         }
     )
     return metrics
@@ -322,18 +273,10 @@ def evaluate(
     rules = {rule: round(auroc(val_pred[rule], val.y), 4) for rule in SEGMENTATION_RULES}
     rule = max(SEGMENTATION_RULES, key=lambda r: (rules[r], r == "lesion_volume"))
     threshold = threshold_for_sensitivity(val_pred[rule], val.y, args.target_sensitivity)
-    val_point = operating_point(val_pred[rule], val.y, threshold)
     pred = predict(model, test)
     scores = pred[rule]
-    point = operating_point(scores, test.y, threshold)
     flagged = scores >= threshold
-    by_radius = {}
-    for lo, hi in RADIUS_BINS:
-        sel = (test.y == 1) & (test.radius >= lo) & (test.radius < hi + 1e-9)
-        by_radius[f"{lo:g}-{hi:g} mm"] = {
-            "count": int(sel.sum()),
-            "sensitivity": float(flagged[sel].mean()) if sel.any() else None,
-        }
+    by_radius = common.sensitivity_by_radius(flagged, test.y, test.radius)
     positives = test.y == 1
     errors = pred["centre_error_mm"][positives & flagged]
     errors = errors[np.isfinite(errors)]
@@ -343,81 +286,28 @@ def evaluate(
         "voxel_threshold": VOXEL_THRESHOLD,
         "half_volume_ml": HALF_VOLUME_ML,
         "held_out": {
-            "auroc": round(auroc(scores, test.y), 4),
-            "sensitivity": round(point.sensitivity, 4),
-            "specificity": round(point.specificity, 4),
-            "positives": int(positives.sum()),
-            "negatives": int((~positives).sum()),
-            "true_positives": point.true_positives,
-            "true_negatives": point.true_negatives,
+            **common.figures(scores, test.y, threshold),
             "mean_dice_lesion_volumes": round(float(pred["dice"][positives].mean()), 4),
             "median_centre_error_mm": round(float(np.median(errors)), 2) if errors.size else None,
             "sensitivity_by_lesion_radius": by_radius,
         },
-        "validation": {
-            "auroc": rules[rule],
-            "sensitivity": round(val_point.sensitivity, 4),
-            "specificity": round(val_point.specificity, 4),
-        },
+        "validation": common.validation_figures(val_pred[rule], val.y, threshold),
         "threshold": round(threshold, 6),
-        "threshold_rule": (
-            f"highest threshold with validation sensitivity >= {args.target_sensitivity}"
-        ),
+        "threshold_rule": common.threshold_rule(args),
     }
 
 
 SEGMENTATION_RULES = ("max_probability", "lesion_volume")
 
 
-def _monai_version() -> str:
-    import monai
-
-    return str(monai.__version__)
-
-
-def write_network(out: Path, state: dict[str, torch.Tensor]) -> None:
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    torch.save(state, out / "models" / "model.pt")
-    _write_json(out / "configs" / "inference.json", inference_config())
-
-
 def write_bundle(out: Path, metrics: dict[str, Any]) -> None:
-    (out / "docs").mkdir(parents=True, exist_ok=True)
-    _write_json(out / "configs" / "metadata.json", metadata(metrics))
-    _write_json(out / "triage.json", triage_options(metrics))
-    _write_json(out / "docs" / "metrics.json", metrics)
-    (out / "docs" / "README.md").write_text(readme(metrics), encoding="utf-8")
-
-
-def inference_config() -> dict[str, Any]:
-    return {
-        "imports": ["$import torch"],
-        "bundle_root": ".",
-        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
-        "network_def": NETWORK_DEF,
-        "network": "$@network_def.to(@device)",
-        "inferer": INFERER,
-        "preprocessing_note": (
-            "Input is produced by triage.analysis.preprocess.model_input with the 'input' "
-            "section of "
-            "triage.json: RAS orientation, block averaging of whole voxels no larger than pixdim "
-            "(anti-aliasing), bilinear resampling to pixdim, HU window to [0, 1] with clipping, "
-            "centre crop or zero pad to spatial_size."
-        ),
-    }
+    """The bundle's docs and options (train wrote the network before evaluating it)."""
+    options = triage_options(metrics)
+    common.write_docs(out, metrics, metadata(metrics), options, readme(metrics))
 
 
 def metadata(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/"
-        "0.8.1/meta_schema_20220324.json",
-        "version": "1.0.0",
-        "changelog": {"1.0.0": "first version, trained on synthetic head-CT phantoms"},
-        "monai_version": metrics["versions"]["monai"],
-        "pytorch_version": metrics["versions"]["torch"].split("+")[0],
-        "numpy_version": metrics["versions"]["numpy"],
-        "required_packages_version": {},
+    about = {
         "name": "lesion_segmenter",
         "task": "Hyperdense lesion segmentation of non-contrast head CT (demonstration)",
         "description": (
@@ -427,49 +317,29 @@ def metadata(metrics: dict[str, Any]) -> dict[str, Any]:
             "for a patient, and it must not be used for diagnosis or triage of real studies. "
             "It exists to exercise the segmentation path of the triage pipeline end to end."
         ),
-        "authors": "triage project",
-        "copyright": "Apache-2.0",
-        "data_source": "synthetic phantoms generated by triage.synthetic.phantom (no patient data)",
-        "data_type": "synthetic",
-        "image_classes": "one channel: CT in HU, windowed [0, 100] HU to [0, 1]",
         "label_classes": "channel 0 = background, channel 1 = synthetic hyperdense lesion",
         "pred_classes": "two logits per voxel; softmax channel 1 is the lesion probability",
-        "intended_use": "software testing and demonstration only; not for clinical use",
-        "eval_metrics": {
-            "held_out_auroc": metrics["held_out"]["auroc"],
-            "held_out_sensitivity": metrics["held_out"]["sensitivity"],
-            "held_out_specificity": metrics["held_out"]["specificity"],
-            "held_out_mean_dice_lesion_volumes": metrics["held_out"]["mean_dice_lesion_volumes"],
-        },
-        "references": [],
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": "hounsfield",
-                    "modality": "CT",
-                    "num_channels": 1,
-                    "spatial_shape": list(CROP),
-                    "dtype": "float32",
-                    "value_range": [0, 1],
-                    "is_patch_data": True,
-                    "channel_def": {"0": "image"},
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "image",
-                    "format": "segmentation",
-                    "num_channels": 2,
-                    "spatial_shape": list(CROP),
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_onehot": False,
-                    "channel_def": {"0": "background", "1": "hyperdense lesion (synthetic)"},
-                }
-            },
-        },
     }
+    dice = metrics["held_out"]["mean_dice_lesion_volumes"]
+    output = {
+        "pred": {
+            "type": "image",
+            "format": "segmentation",
+            "num_channels": 2,
+            "spatial_shape": list(CROP),
+            "dtype": "float32",
+            "value_range": [],
+            "is_onehot": False,
+            "channel_def": {"0": "background", "1": "hyperdense lesion (synthetic)"},
+        }
+    }
+    inputs = common.image_input(list(CROP), is_patch_data=True)
+    return common.metadata(
+        metrics,
+        about,
+        {"held_out_mean_dice_lesion_volumes": dice},
+        {"inputs": inputs, "outputs": output},
+    )
 
 
 def triage_options(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -587,52 +457,22 @@ Sensitivity by lesion radius (held-out):
 |---|---|---|
 {radius_rows}
 
-These numbers describe synthetic phantoms only. They say nothing about real haemorrhage.
-
-Produced by (seed {m["seed"]}, {m["cpu_threads"]} CPU threads, {m["workers"]} data workers,
-{m["seconds"]["total"]:.0f} s in total of which {m["seconds"]["training"]:.0f} s training;
-torch {m["versions"]["torch"]}, monai {m["versions"]["monai"]}):
-
-```
-{m["command"]}
-```
-
+{common.produced_by(m)}
 All numbers are also in `docs/metrics.json`.
 """
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("models/lesion_segmenter"))
-    parser.add_argument("--seed", type=int, default=20240601)
-    parser.add_argument("--train", type=int, default=480)
-    parser.add_argument("--val", type=int, default=100)
-    parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.003)
-    parser.add_argument("--target-sensitivity", type=float, default=0.9)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument(
-        "--docs-only", action="store_true", help="rewrite docs/README.md from docs/metrics.json"
+    parser = common.training_parser(
+        __doc__, "models/lesion_segmenter", 20240601, 480, 100, 200, epochs=24, lr=0.003
     )
-    args = parser.parse_args(argv)
-    shown = ["models/train_lesion_segmenter.py", *(argv if argv is not None else sys.argv[1:])]
-    args.command = ".venv/bin/python " + shlex.join(shown)
-    return args
+    return common.parse(parser, "models/train_lesion_segmenter.py", argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.docs_only:
-        metrics = json.loads((args.out / "docs" / "metrics.json").read_text(encoding="utf-8"))
-        (args.out / "docs" / "README.md").write_text(readme(metrics), encoding="utf-8")
-        print(f"rewrote {args.out / 'docs' / 'README.md'} from docs/metrics.json")
+        common.rewrite_readme(args.out, readme)
         return
     metrics = train(args)
     write_bundle(args.out, metrics)
