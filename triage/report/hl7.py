@@ -36,7 +36,16 @@ from hl7apy.core import Message
 from pydicom.dataset import Dataset
 
 from triage.attributes import text_value
-from triage.report.codes import COMMENT, IMAGE_ANALYSIS, NOT_PERFORMED, PRIORITY, PRIORITY_CODES
+from triage.report.codes import (
+    COMMENT,
+    IMAGE_ANALYSIS,
+    INPUT_CHECK,
+    NOT_PERFORMED,
+    OOD_SCORE,
+    PRIORITY,
+    PRIORITY_CODES,
+)
+from triage.report.input_check import input_check_value
 from triage.results import ModelResult, Priority
 
 log = logging.getLogger(__name__)
@@ -121,6 +130,7 @@ def oru_r01(
             _coded(priority_code.value, priority_code.meaning, priority_code.scheme_designator),
             "",
         ),
+        *_input_check(result),
     )
     return _message(
         header,
@@ -134,6 +144,21 @@ def oru_r01(
         now=now,
         control_id=control_id,
     )
+
+
+def _input_check(result: ModelResult) -> tuple[tuple[str, tuple[str, str, str], str, str], ...]:
+    """OBX 4 (and 5): the out-of-distribution check, as in the SR (`triage.report.input_check`)."""
+    value = input_check_value(result)
+    check = (
+        "CWE",
+        (INPUT_CHECK.value, INPUT_CHECK.meaning, INPUT_CHECK.scheme_designator),
+        _coded(value.value, value.meaning, value.scheme_designator),
+        "",
+    )
+    if result.ood_score is None:
+        return (check,)
+    score = (OOD_SCORE.value, OOD_SCORE.meaning, OOD_SCORE.scheme_designator)
+    return check, ("NM", score, f"{result.ood_score:.3f}", _coded(*NO_UNITS))
 
 
 def not_analysed_oru(

@@ -193,7 +193,8 @@ def test_oru_r01_reaches_the_ris_with_accession_finding_and_priority(
     # the priority, where RIS worklists read it
     assert order.oru_r01_timing_qty.tq1.tq1_9.cwe_1.to_er7() == hl7_priority
     assert order.obr.obr_27.tq_6.to_er7() == hl7_priority
-    finding, score, priority = (o.obx for o in order.oru_r01_observation)
+    finding, score, priority, check = (o.obx for o in order.oru_r01_observation)
+    assert check.obx_5.to_er7() == "262008008^Not performed^SCT"  # a model with no reference
     assert finding.obx_3.to_er7() == "121071^Finding^DCM"
     assert finding.obx_5.to_er7().split("^")[0] == "1386000"
     assert finding.obx_5.to_er7().split("^")[2] == "SCT"
@@ -364,3 +365,40 @@ def test_the_ris_gets_each_revision_and_the_second_is_a_correction(
     ]
     assert [o.obr.obr_25.to_er7() for o in statuses] == ["P", "C"]
     assert [o.oru_r01_timing_qty.tq1.tq1_9.cwe_1.to_er7() for o in statuses] == ["R", "S"]
+
+
+@pytest.mark.parametrize(
+    ("score", "value"),
+    [
+        (19.6, "64957009^Uncertain^SCT"),
+        (3.2, "LIKETRAINING^Like the training data^99TRIAGE"),
+        (None, "262008008^Not performed^SCT"),
+    ],
+)
+def test_the_ris_gets_the_out_of_distribution_check(score: float | None, value: str) -> None:
+    images = phantom_ct_series("hl7-ood", shape=(16, 16, 2))
+    result = ModelResult(
+        "m",
+        "1",
+        codes.SCT.IntracranialHemorrhage,
+        0.97,
+        0.5,
+        Priority.ROUTINE if score and score > 8.13 else Priority.URGENT,
+        "1.2.3",
+        ood_score=score,
+        ood_threshold=None if score is None else 8.13,
+    )
+    text = oru_r01(images[0], result, sending_application="TRIAGE")
+    msg = parse_message(text, find_groups=True, validation_level=VALIDATION_LEVEL.STRICT)
+    assert msg.validate()
+    order = msg.oru_r01_patient_result.oru_r01_order_observation
+    observations = [o.obx for o in order.oru_r01_observation]
+    check = observations[3]
+    assert check.obx_3.to_er7() == "INPUTCHECK^Input compared with the training data^99TRIAGE"
+    assert check.obx_5.to_er7() == value
+    if score is None:
+        assert len(observations) == 4
+    else:
+        (number,) = observations[4:]
+        assert number.obx_3.to_er7() == "OODSCORE^Out-of-distribution score^99TRIAGE"
+        assert float(number.obx_5.to_er7()) == pytest.approx(score)
