@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pynetdicom import evt
@@ -94,10 +94,16 @@ CALLING_AE_NOT_RECOGNISED = 0x03
 CALLED_AE_NOT_RECOGNISED = 0x07
 
 
-def reject_if_refused(assoc: Any, ae_title: str, access: AccessList) -> bool:
+def reject_if_refused(
+    assoc: Any,
+    ae_title: str,
+    access: AccessList,
+    on_refused: Callable[[], None] | None = None,
+) -> bool:
     """Reject an association request whose called AE title is not ``ae_title`` or whose calling
     AE (or its host) ``access`` does not allow; log it; True when it was rejected. A check that
-    cannot run refuses (fail closed)."""
+    cannot run refuses (fail closed). ``on_refused`` runs before the peer is answered, so that
+    whatever it counts is counted by the time the peer sees the rejection."""
     try:
         calling, peer, refusal = _refusal(assoc, ae_title, access)
     except Exception:  # pynetdicom's request can be malformed in many ways
@@ -108,6 +114,8 @@ def reject_if_refused(assoc: Any, ae_title: str, access: AccessList) -> bool:
         return False
     reason, diagnostic = refusal
     log.warning("rejected association from AE %r at %s: %s", calling, peer, reason)
+    if on_refused is not None:
+        on_refused()
     # as pynetdicom's own ACSE check does: A-ASSOCIATE-RJ, then end the association thread
     assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, diagnostic)
     evt.trigger(assoc, evt.EVT_REJECTED, {})

@@ -182,8 +182,12 @@ class Receiver:
     def check_association(self, event: evt.Event) -> None:
         """EVT_REQUESTED handler: reject at association time a called AE title other than ours,
         and a calling AE (or its host) that is not allowed; log each rejection."""
-        if reject_if_refused(event.assoc, self.ae_title, self.access):
-            self.stats.add("refused_associations")
+        reject_if_refused(
+            event.assoc,
+            self.ae_title,
+            self.access,
+            on_refused=lambda: self.stats.add("refused_associations"),
+        )
 
     def handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE handler: returns a status, never raises."""
