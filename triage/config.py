@@ -22,6 +22,7 @@ from typing import Any
 from triage.config_values import (
     AllowedAE,
     DicomNode,
+    S3Access,
     parse_ae_title,
     parse_allowed_aes,
     parse_choice,
@@ -83,6 +84,14 @@ class Settings:
     #: a re-run's lower priority waits for a person (`triage ack`); false sends it at once
     hold_downgrades: bool = True
     accept_sop_classes: tuple[str, ...] = ("storage",)
+    #: the S3 server of an s3://BUCKET[/PREFIX] store (unused for a folder store)
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_access_key_file: Path | None = None
+    s3_secret_key: str = ""
+    s3_secret_key_file: Path | None = None
+    s3_region: str = ""
+    s3_ca_bundle: Path | None = None
 
     @property
     def store_path(self) -> Path:
@@ -103,8 +112,26 @@ class Settings:
             for f in fields(self)
         }
 
+    @property
+    def s3(self) -> S3Access | None:
+        """How to reach the S3 server (keys read from their *_FILE now); None if not set."""
+        if not self.s3_endpoint:
+            return None
+        return S3Access(
+            self.s3_endpoint,
+            self.secret("s3_access_key"),
+            self.secret("s3_secret_key"),
+            self.s3_region or None,
+            self.s3_ca_bundle,
+        )
+
     def dicomweb_secret(self, name: str) -> str:
         """The DICOMweb password or token: from its variable, else from its *_FILE."""
+        return self.secret(name)
+
+    def secret(self, name: str) -> str:
+        """A secret setting: from its variable, else from its *_FILE (read when needed, so
+        that a rotated file is picked up by the next start)."""
         value: str = getattr(self, name)
         path: Path | None = getattr(self, f"{name}_file")
         if value or path is None:
@@ -115,7 +142,7 @@ class Settings:
             raise ConfigError(f"TRIAGE_{name.upper()}_FILE={str(path)!r}: {exc.strerror}") from exc
 
 
-SECRET_SETTINGS = {"dicomweb_password", "dicomweb_token"}
+SECRET_SETTINGS = {"dicomweb_password", "dicomweb_token", "s3_access_key", "s3_secret_key"}
 
 
 def _as_text(value: Any) -> str:
@@ -168,6 +195,13 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "hl7_endpoint": (parse_host_port, lambda home: ""),
     "hold_downgrades": (parse_yes_no, lambda home: "true"),
     "accept_sop_classes": (parse_sop_classes, lambda home: "storage"),
+    "s3_endpoint": (parse_url, lambda home: ""),
+    "s3_access_key": (lambda n, v: v.strip(), lambda home: ""),
+    "s3_access_key_file": (parse_secret_file, lambda home: ""),
+    "s3_secret_key": (lambda n, v: v.strip(), lambda home: ""),
+    "s3_secret_key_file": (parse_secret_file, lambda home: ""),
+    "s3_region": (lambda n, v: v.strip(), lambda home: ""),
+    "s3_ca_bundle": (parse_pem_file, lambda home: ""),
 }
 
 
@@ -205,6 +239,23 @@ def _check_tls_pair(values: Mapping[str, Any], names: Mapping[str, str]) -> None
     )
 
 
+def _check_s3(values: Mapping[str, Any], names: Mapping[str, str]) -> None:
+    """An s3:// store needs the server's URL and both keys (as a value or as a *_FILE)."""
+    if not values["store"].startswith("s3://"):
+        return
+    if not values["s3_endpoint"]:
+        raise ConfigError(
+            f"{names['store']}={values['store']!r} needs {names['s3_endpoint']}: the URL of "
+            "the S3 server, e.g. https://s3.example:9000"
+        )
+    for key in ("s3_access_key", "s3_secret_key"):
+        if not values[key] and values[f"{key}_file"] is None:
+            raise ConfigError(
+                f"{names['store']}={values['store']!r} needs {names[key]} "
+                f"(or {names[key + '_file']}, a file that holds it)"
+            )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the effective settings; a wrong value raises ConfigError naming the variable."""
     env = os.environ if environ is None else environ
@@ -231,4 +282,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"{names['pacs_protocol']}=dicomweb needs {names['dicomweb_url']}: the DICOMweb "
             "root of the PACS, e.g. https://pacs.example/dicom-web"
         )
+    _check_s3(values, names)
     return Settings(**values)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from triage.errors import ConfigError
@@ -37,6 +37,18 @@ class AllowedAE:
 
     def __str__(self) -> str:
         return self.ae_title if self.host is None else f"{self.ae_title}@{self.host}"
+
+
+@dataclass(frozen=True)
+class S3Access:
+    """How to reach the S3 server of an ``s3://`` store: its URL, keys and trust anchors.
+    The keys stay out of the repr so that a logged or printed value never shows them."""
+
+    endpoint: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    region: str | None = None
+    ca_bundle: Path | None = None
 
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash

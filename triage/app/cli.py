@@ -67,7 +67,7 @@ def receive() -> None:
     stop = _stop_on_signal()
     settings.home.mkdir(parents=True, exist_ok=True)
     receiver = Receiver.from_settings(
-        open_store(settings.store), Catalogue(settings.database_url), settings
+        open_store(settings.store, settings.s3), Catalogue(settings.database_url), settings
     )
     receiver.start(settings.host, settings.port)
     stop.wait()
@@ -132,7 +132,7 @@ def inspect(
             raise TriageError(f"{unknown} ({exc})") from exc
         if not series:
             raise TriageError(unknown)
-        store = open_store(settings.store)
+        store = open_store(settings.store, settings.s3)
         result = inspect_keys(store.get, [s.keys for s in series], options)
         catalogued, uncatalogued = series, []
     else:

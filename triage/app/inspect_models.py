@@ -100,7 +100,7 @@ def _registry_models(settings: Settings) -> list[InspectedModel] | None:
     catalogue = Catalogue(settings.database_url)
     try:
         lifecycle = ModelLifecycle(
-            catalogue, open_store(settings.store), settings.home / "model-cache"
+            catalogue, open_store(settings.store, settings.s3), settings.home / "model-cache"
         )
         if lifecycle.is_empty():
             return None

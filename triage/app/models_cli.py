@@ -55,7 +55,7 @@ def _lifecycle() -> ModelLifecycle:
     configure_logging(settings.log_level if "TRIAGE_LOG_LEVEL" in os.environ else "WARNING")
     settings.home.mkdir(parents=True, exist_ok=True)
     catalogue = Catalogue(settings.database_url)
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings.s3)
     return open_lifecycle(settings, catalogue, store, select_device(settings.device))
 
 

@@ -43,7 +43,7 @@ class Services:
         """Open the store, the catalogue and (unless ``models`` is False, for commands that
         run no model) the model registry, loading the running versions on the device."""
         settings.home.mkdir(parents=True, exist_ok=True)
-        store = open_store(settings.store)
+        store = open_store(settings.store, settings.s3)
         catalogue = Catalogue(settings.database_url)
         if not models:
             return cls(settings, store, catalogue)

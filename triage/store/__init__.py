@@ -2,4 +2,5 @@
 
 from triage.store.local import LocalStore, ObjectStore, check_key, instance_key, open_store
 
+# S3Store (triage.store.s3) is imported where it is used, so that minio loads only for S3
 __all__ = ["LocalStore", "ObjectStore", "check_key", "instance_key", "open_store"]

@@ -2,7 +2,7 @@
 
 Keys look like ``raw/<study>/<series>/<sop>.dcm``. The local folder backend writes durably
 (temporary file, fsync, rename, fsync of the folder) so that a write that returned is on disk.
-An S3/MinIO backend implements the same small interface.
+`triage.store.s3.S3Store` implements the same small interface on an S3 bucket.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from triage.config_values import S3Access
 from triage.errors import ConfigError, StorageError
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
@@ -132,11 +133,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def open_store(location: str) -> ObjectStore:
-    """The store named by TRIAGE_STORE: a folder path (S3 URLs arrive with the S3 backend)."""
+def open_store(location: str, s3: S3Access | None = None) -> ObjectStore:
+    """The store named by TRIAGE_STORE: a folder path, or s3://BUCKET[/PREFIX] on the server
+    that ``s3`` (the TRIAGE_S3_* settings) describes, checked before the node starts."""
+    if location.startswith("s3://"):
+        from triage.store.s3 import open_s3_store  # minio is imported only for an S3 store
+
+        return open_s3_store(location, s3)
     if re.match(r"^[a-z][a-z0-9+.-]*://", location):
-        raise ConfigError(
-            f"TRIAGE_STORE={location!r}: only a local folder is supported in this version; "
-            "set TRIAGE_STORE to a folder path"
-        )
+        raise ConfigError(f"TRIAGE_STORE={location!r}: give a folder path or s3://BUCKET[/PREFIX]")
     return LocalStore(Path(location).expanduser())
