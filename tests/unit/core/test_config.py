@@ -81,6 +81,13 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "hl7_endpoint",
         "hold_downgrades",
         "accept_sop_classes",
+        "s3_endpoint",
+        "s3_access_key",
+        "s3_access_key_file",
+        "s3_secret_key",
+        "s3_secret_key_file",
+        "s3_region",
+        "s3_ca_bundle",
     }
     assert all(isinstance(v, str) for v in d.values())
     assert d["pacs"] == ""
@@ -577,3 +584,68 @@ def test_dicomweb_secrets_come_from_files_and_are_never_printed(tmp_path: Path) 
     printed = s.as_dict()
     assert printed["dicomweb_password"] == "(set)"
     assert "s3cret" not in " ".join(printed.values()) and "pa55" not in " ".join(printed.values())
+
+
+def test_s3_store_settings_keys_from_files_and_never_printed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3-secret-value\n")
+    s = load_settings(
+        environ={
+            **env(tmp_path),
+            "TRIAGE_STORE": "s3://scans/triage",
+            "TRIAGE_S3_ENDPOINT": "https://s3.example:9000/",
+            "TRIAGE_S3_ACCESS_KEY": "AKIDTRIAGE",
+            "TRIAGE_S3_SECRET_KEY_FILE": str(secret),
+            "TRIAGE_S3_REGION": "eu-central-1",
+        }
+    )
+    assert s.s3 is not None
+    assert (s.s3.endpoint, s.s3.access_key, s.s3.secret_key, s.s3.region) == (
+        "https://s3.example:9000",
+        "AKIDTRIAGE",
+        "s3-secret-value",
+        "eu-central-1",
+    )
+    assert "s3-secret-value" not in repr(s.s3) and "AKIDTRIAGE" not in repr(s.s3)
+    printed = s.as_dict()
+    assert printed["s3_access_key"] == "(set)"
+    assert printed["s3_secret_key"] == ""  # given as a file: the file's path is printed
+    assert printed["s3_secret_key_file"] == str(secret)
+    assert "s3-secret-value" not in " ".join(printed.values())
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("TRIAGE_S3_ENDPOINT", "needs TRIAGE_S3_ENDPOINT"),
+        ("TRIAGE_S3_ACCESS_KEY", "needs TRIAGE_S3_ACCESS_KEY .or TRIAGE_S3_ACCESS_KEY_FILE"),
+        ("TRIAGE_S3_SECRET_KEY", "needs TRIAGE_S3_SECRET_KEY .or TRIAGE_S3_SECRET_KEY_FILE"),
+    ],
+)
+def test_an_s3_store_without_its_server_or_keys_names_the_variable(
+    tmp_path: Path, missing: str, message: str
+) -> None:
+    given = {
+        "TRIAGE_STORE": "s3://scans",
+        "TRIAGE_S3_ENDPOINT": "http://127.0.0.1:8333",
+        "TRIAGE_S3_ACCESS_KEY": "a",
+        "TRIAGE_S3_SECRET_KEY": "b",
+    }
+    del given[missing]
+    with pytest.raises(ConfigError, match=f"TRIAGE_STORE='s3://scans' {message}"):
+        load_settings(environ={**env(tmp_path), **given})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("TRIAGE_S3_ENDPOINT", "s3.example:9000", "not an http"),
+        ("TRIAGE_S3_SECRET_KEY_FILE", "/nonexistent/secret", "no such file"),
+        ("TRIAGE_S3_CA_BUNDLE", "/nonexistent/ca.pem", "no such file"),
+    ],
+)
+def test_bad_s3_settings_name_the_variable(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{variable}.*{message}"):
+        load_settings(environ={**env(tmp_path), variable: value})
