@@ -17,19 +17,7 @@ from typing import Protocol
 
 from triage.config_values import S3Access
 from triage.errors import ConfigError, StorageError
-
-_KEY_RE = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
-
-
-def check_key(key: str) -> str:
-    if not _KEY_RE.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise StorageError(f"object key {key!r} is not valid: use a/b/c.dcm with [A-Za-z0-9._-]")
-    return key
-
-
-def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
-    """Key of a received instance; the same instance always lands on the same key."""
-    return check_key(f"raw/{study_uid}/{series_uid}/{sop_uid}.dcm")
+from triage.store.keys import check_key
 
 
 class ObjectStore(Protocol):

@@ -29,7 +29,7 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 
 from triage.config_values import S3Access
 from triage.errors import ConfigError, StorageError
-from triage.store.local import check_key
+from triage.store.keys import check_key
 
 log = logging.getLogger(__name__)
 
