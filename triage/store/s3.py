@@ -172,11 +172,18 @@ class S3Store:
                     raise StorageError(
                         f"cannot {action} on {self.endpoint} after {TRIES} tries: {reason}"
                     ) from None
-            except InvalidResponseError as exc:
-                raise StorageError(
-                    f"cannot {action}: {self.endpoint} gave an answer that is not S3 "
-                    f"({exc}); is TRIAGE_S3_ENDPOINT the S3 port?"
-                ) from None
+            except InvalidResponseError as exc:  # an answer that is not S3's XML
+                status = int(getattr(exc, "_code", 0) or 0)  # minio keeps the status only here
+                reason = f"HTTP {status} without an S3 error document"
+                if status < 500:
+                    raise StorageError(
+                        f"cannot {action}: {self.endpoint} gave {reason}; is "
+                        "TRIAGE_S3_ENDPOINT the S3 port of the server?"
+                    ) from None
+                if attempt == TRIES:  # a proxy in front of the server, busy or restarting
+                    raise StorageError(
+                        f"cannot {action} on {self.endpoint} after {TRIES} tries: {reason}"
+                    ) from None
             log.warning("S3: cannot %s (try %d of %d): %s", action, attempt, TRIES, reason)
             time.sleep(pause)
             pause *= 2

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 from minio import Minio
 from support.factories import phantom_ct_series
+from support.flaky_proxy import FlakyProxy
 from support.modality import storescu
 from support.nodes import node_env, running_node
 from support.orthanc import free_port
 from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
 from support.store_contract import StoreContract
 
+import triage.store.s3
 from triage.config import load_settings
 from triage.config_values import S3Access
 from triage.errors import ConfigError, StorageError
@@ -41,6 +43,12 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def short_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same tries, with pauses short enough for a test."""
+    monkeypatch.setattr(triage.store.s3, "FIRST_PAUSE_SECONDS", 0.05)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +182,21 @@ def test_a_node_keeps_received_instances_in_the_bucket(
     assert bucket_names(seaweedfs, f"{prefix}/raw") == sorted(
         f"{prefix}/raw/{study}/{series_uid}/{ds.SOPInstanceUID}.dcm" for ds in series
     )
+
+
+@pytest.mark.parametrize("failures", [["close", "close"], ["503", "503", "close"]])
+def test_passing_failures_are_retried(seaweedfs: SeaweedFS, failures: list[str]) -> None:
+    """A connection dropped before the answer, or a 503 from a proxy: tried again, and the put
+    returns only once the server has the object."""
+    proxy = FlakyProxy(seaweedfs.s3_port)
+    try:
+        access = S3Access(f"http://127.0.0.1:{proxy.port}", ACCESS_KEY, SECRET_KEY)
+        store = S3Store(BUCKET, access, f"t{next(_numbers)}/flaky")
+        proxy.failures = list(failures)
+        store.put("raw/a/1.dcm", b"payload")
+        assert proxy.failed == len(failures)
+        proxy.failures = ["close"]  # a new store opens a new connection
+        assert S3Store(BUCKET, access, store.prefix).get("raw/a/1.dcm") == b"payload"
+        assert proxy.failed == len(failures) + 1
+    finally:
+        proxy.close()
