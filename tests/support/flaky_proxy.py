@@ -22,6 +22,7 @@ class FlakyProxy:
     failures: list[str] = field(default_factory=list)
     port: int = 0
     failed: int = 0
+    _open: list[socket.socket] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -30,6 +31,13 @@ class FlakyProxy:
 
     def close(self) -> None:
         self._listener.close()
+        self.drop_connections()
+
+    def drop_connections(self) -> None:
+        """Close every connection passed through so far, as an outage or a restart does."""
+        while self._open:
+            with contextlib.suppress(OSError):
+                self._open.pop().shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
         while True:
@@ -46,6 +54,7 @@ class FlakyProxy:
                 client.close()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._open += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
 

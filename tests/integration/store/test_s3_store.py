@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import support.scu as scu
 from minio import Minio
 from support.factories import phantom_ct_series
 from support.flaky_proxy import FlakyProxy
@@ -19,11 +20,14 @@ from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
 from support.store_contract import StoreContract
 
 import triage.store.s3
+from triage.catalogue import Catalogue
 from triage.config import load_settings
 from triage.config_values import S3Access
+from triage.dimse import OUT_OF_RESOURCES, SUCCESS
 from triage.errors import ConfigError, StorageError
+from triage.receive.receiver import Receiver
 from triage.store import open_store
-from triage.store.s3 import S3Store
+from triage.store.s3 import TRIES, S3Store
 
 BUCKET = "triage-test"
 _numbers = itertools.count()
@@ -199,4 +203,33 @@ def test_passing_failures_are_retried(seaweedfs: SeaweedFS, failures: list[str])
         assert S3Store(BUCKET, access, store.prefix).get("raw/a/1.dcm") == b"payload"
         assert proxy.failed == len(failures) + 1
     finally:
+        proxy.close()
+
+
+def test_the_receiver_answers_a700_while_the_bucket_cannot_be_written(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """Never "stored" for what the server has not acknowledged; the modality's retry works
+    once the server is back."""
+    proxy = FlakyProxy(seaweedfs.s3_port)
+    access = S3Access(f"http://127.0.0.1:{proxy.port}", ACCESS_KEY, SECRET_KEY)
+    store = S3Store(BUCKET, access, f"t{next(_numbers)}/rx")
+    catalogue = Catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+    receiver = Receiver(store, catalogue, "TRIAGE")
+    receiver.start("127.0.0.1", 0)
+    try:
+        instance = phantom_ct_series("s3-a700", shape=(16, 16, 1))[0]
+        proxy.failures = ["close"] * TRIES  # new connections fail from now on
+        proxy.drop_connections()  # and the open ones are gone, as in an outage
+        assert scu.store(receiver.port, [instance]) == [OUT_OF_RESOURCES]
+        assert proxy.failed == TRIES
+        assert not catalogue.has_instance(str(instance.SOPInstanceUID))
+        assert scu.store(receiver.port, [instance]) == [SUCCESS]
+        assert list(store.keys("raw")) == [
+            f"raw/{instance.StudyInstanceUID}/{instance.SeriesInstanceUID}/"
+            f"{instance.SOPInstanceUID}.dcm"
+        ]
+    finally:
+        receiver.stop()
+        catalogue.close()
         proxy.close()
