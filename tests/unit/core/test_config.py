@@ -649,3 +649,26 @@ def test_bad_s3_settings_name_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=f"{variable}.*{message}"):
         load_settings(environ={**env(tmp_path), variable: value})
+
+
+def test_cli_config_shows_the_s3_keys_as_set(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*_triage_command(), "config"],
+        env=_cli_env(
+            tmp_path,
+            TRIAGE_STORE="s3://scans/triage",
+            TRIAGE_S3_ENDPOINT="http://127.0.0.1:8333",
+            TRIAGE_S3_ACCESS_KEY="AKIDCLITEST",
+            TRIAGE_S3_SECRET_KEY="cli-secret-value",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line}
+    assert lines["store"] == ["s3://scans/triage"]
+    assert lines["s3_access_key"] == ["(set)"] and lines["s3_secret_key"] == ["(set)"]
+    assert "cli-secret-value" not in done.stdout + done.stderr
+    assert "AKIDCLITEST" not in done.stdout + done.stderr
