@@ -13,8 +13,10 @@ sends again later) with a message that says what failed and never holds a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import itertools
 import logging
 import re
 import time
@@ -40,6 +42,8 @@ DEFAULT_PART_SIZE = 16 * 1024 * 1024
 #: tries of one operation: the first and up to three more after 0.5, 1 and 2 s
 TRIES = 4
 FIRST_PAUSE_SECONDS = 0.5
+#: keys listed per request (S3 answers at most 1000)
+LIST_PAGE = 1000
 
 _PASSING_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 _MISSING_CODES = {"NoSuchKey", "NotFound", "ResourceNotFound"}
@@ -260,22 +264,33 @@ class S3Store:
                 raise StorageError(self._refused(f"delete {key}", exc)) from None
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        """Every key under ``prefix`` taken as a folder (``raw`` lists ``raw/...``)."""
+        """Every key under ``prefix`` taken as a folder (``raw`` lists ``raw/...``), a page at
+        a time: a bucket of millions of instances is never held in memory, and a failed page
+        is asked for again from where the last one ended."""
         folder = prefix.strip("/")
         within = "/".join(p for p in (self.prefix, folder) if p)
         start = f"{within}/" if within else ""
         strip = len(f"{self.prefix}/") if self.prefix else 0
+        action = f"list {prefix or 'the keys'}"
 
-        def listing() -> list[str]:
-            objects = self._client.list_objects(self.bucket, prefix=start, recursive=True)
-            return [str(o.object_name) for o in objects if not o.is_dir]
+        def page(after: str | None) -> list[str]:
+            listed = self._client.list_objects(
+                self.bucket, prefix=start, recursive=True, start_after=after
+            )
+            files = (str(o.object_name) for o in listed if not o.is_dir)
+            return list(itertools.islice(files, LIST_PAGE))
 
-        try:
-            names = self._retry(f"list {prefix or 'the keys'}", listing)
-        except S3Error as exc:
-            raise StorageError(self._refused(f"list {prefix or 'the keys'}", exc)) from None
-        for name in names:
-            yield name[strip:]
+        after: str | None = None
+        while True:
+            try:
+                names = self._retry(action, functools.partial(page, after))
+            except S3Error as exc:
+                raise StorageError(self._refused(action, exc)) from None
+            for name in names:
+                yield name[strip:]
+            if len(names) < LIST_PAGE:
+                return
+            after = names[-1]
 
     def _refused(self, action: str, exc: S3Error) -> str:
         return (

@@ -88,6 +88,17 @@ def test_keys_live_under_the_prefix_and_a_bucket_root_store_sees_them(
     assert whole_bucket.get(f"{store.prefix}/raw/a/1.dcm") == b"1"
 
 
+def test_keys_come_page_by_page(store: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triage.store.s3, "LIST_PAGE", 3)
+    names = [f"raw/s/e/{n}.dcm" for n in range(7)] + ["raw/t/e/0.dcm", "results/x.dcm"]
+    for name in names:
+        store.put(name, b"x")
+    assert sorted(store.keys()) == sorted(names)
+    assert sorted(store.keys("raw")) == sorted(names[:-1])
+    monkeypatch.setattr(triage.store.s3, "LIST_PAGE", 9)  # exactly one full page, then none
+    assert sorted(store.keys()) == sorted(names)
+
+
 def test_a_large_object_goes_up_in_parts_and_comes_back_whole(access: S3Access) -> None:
     store = S3Store(BUCKET, access, f"t{next(_numbers)}/big", part_size=5 * 1024 * 1024)
     data = bytes(range(256)) * (12 * 1024 * 1024 // 256 + 7)  # 3 parts, the last one short
@@ -202,6 +213,10 @@ def test_passing_failures_are_retried(seaweedfs: SeaweedFS, failures: list[str])
         proxy.failures = ["close"]  # a new store opens a new connection
         assert S3Store(BUCKET, access, store.prefix).get("raw/a/1.dcm") == b"payload"
         assert proxy.failed == len(failures) + 1
+        proxy.failures = ["close"]
+        proxy.drop_connections()
+        assert list(store.keys("raw")) == ["raw/a/1.dcm"]
+        assert proxy.failed == len(failures) + 2
     finally:
         proxy.close()
 
