@@ -660,6 +660,8 @@ def test_cli_config_shows_the_s3_keys_as_set(tmp_path: Path) -> None:
             TRIAGE_S3_ENDPOINT="http://127.0.0.1:8333",
             TRIAGE_S3_ACCESS_KEY="AKIDCLITEST",
             TRIAGE_S3_SECRET_KEY="cli-secret-value",
+            # this checkout's code, also where the installed `triage` is another checkout's
+            PYTHONPATH=str(PROJECT_ROOT),
         ),
         capture_output=True,
         text=True,
