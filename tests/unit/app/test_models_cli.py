@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from support.bundles import options, segmenter_bundle, write_options
+from support.bundles import classifier_bundle, options, segmenter_bundle, write_options
+from support.factories import lesion_ct_series, phantom_ct_series
 from support.live_results import add_live_results
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ from triage.modelops import evaluation
 from triage.modelops.registry import ModelLifecycle
 from triage.modelops.versions import VersionInfo
 from triage.store import LocalStore
+from triage.synthetic.series import write_series
 
 #: study -> (label, the model's probability): one positive found, four normals scored low
 LABELLED = {"p1": (1, 0.9), "n1": (0, 0.1), "n2": (0, 0.1), "n3": (0, 0.1), "n4": (0, 0.1)}
@@ -109,3 +111,29 @@ def test_evaluate_prints_and_keeps_the_calibration_and_show_flags_a_drifted_posi
         0.2,
     )
     assert live["positive_rate_drift"] is True
+
+
+def test_register_with_a_reference_folder_records_and_shows_it(
+    registry: tuple[ModelLifecycle, VersionInfo], tmp_path: Path
+) -> None:
+    """`register --reference DIR` (issue 15): the version's input reference is made from the
+    engineer's studies and shown by register and show; without one, both say it is unchecked."""
+    lifecycle, unchecked = registry
+    text = models("show", unchecked.name)
+    assert "input reference: none" in flat(text)
+
+    studies = tmp_path / "reference"
+    for seed in range(8):
+        if seed % 2:
+            _, datasets = lesion_ct_series(f"cli-ref{seed}", seed=seed)
+        else:
+            datasets = phantom_ct_series(f"cli-ref{seed}", seed=seed, shape=(48, 48, 12))
+        write_series(datasets, studies / f"study{seed}")
+    bundle = classifier_bundle(tmp_path / "zoo-cls")
+    opts = write_options(tmp_path / "cls.json", options(spatial_size=[64, 64, 32]))
+    text = models("register", str(bundle), "--options", str(opts), "--reference", str(studies))
+    assert f"input reference: 8 studies (8 studies from {studies})" in flat(text)
+    (info,) = [v for v in lifecycle.versions() if v.name == "zoo_classifier"]
+    assert info.reference is not None and info.reference["studies"] == 8
+    text = models("show", "zoo_classifier")
+    assert f"input reference: 8 studies (8 studies from {studies}), OOD threshold" in flat(text)
