@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -57,15 +58,7 @@ def companions(
         try:
             out["kos"] = build_key_object_selection(
                 list(keys),
-                finding=result.finding,
-                model_name=result.model_name,
-                model_version=result.model_version,
-                series_instance_uid=series_uid(study_uid, revision.chain, "kos"),
-                series_number=series_number(revision.chain, "kos"),
-                sop_instance_uid=instance_uid(study_uid, revision, "kos"),
-                instance_number=revision.number,
-                content_datetime=revision.content_datetime,
-                software_version=software_version,
+                **_placed(study_uid, result, revision, "kos", software_version),
             )
         except TriageError as exc:
             log.warning("no KOS for %s: %s", result.model_name, exc)
@@ -76,16 +69,26 @@ def companions(
             out["seg"] = build_lesion_segmentation(
                 list(headers),
                 frames,
-                finding=result.finding,
-                model_name=result.model_name,
-                model_version=result.model_version,
-                series_instance_uid=series_uid(study_uid, revision.chain, "seg"),
-                series_number=series_number(revision.chain, "seg"),
-                sop_instance_uid=instance_uid(study_uid, revision, "seg"),
-                instance_number=revision.number,
-                content_datetime=revision.content_datetime,
-                software_version=software_version,
+                **_placed(study_uid, result, revision, "seg", software_version),
             )
         except (TriageError, StorageError) as exc:
             log.warning("no SEG for %s: %s", result.model_name, exc)
     return out
+
+
+def _placed(
+    study_uid: str, result: ModelResult, revision: Revision, kind: str, software_version: str
+) -> dict[str, Any]:
+    """What the KOS and the SEG of a revision share: the result they show, and their place in
+    the revision's chain (series, number, instance UID, time) for their kind."""
+    return {
+        "finding": result.finding,
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "series_instance_uid": series_uid(study_uid, revision.chain, kind),
+        "series_number": series_number(revision.chain, kind),
+        "sop_instance_uid": instance_uid(study_uid, revision, kind),
+        "instance_number": revision.number,
+        "content_datetime": revision.content_datetime,
+        "software_version": software_version,
+    }
