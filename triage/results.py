@@ -62,6 +62,12 @@ ACTIVE = Role.ACTIVE
 SHADOW = Role.SHADOW
 
 
+def is_uncertain(ood_score: float | None, ood_threshold: float | None) -> bool:
+    """Whether an input's out-of-distribution score puts it beyond the model's reference
+    (`triage.analysis.ood`): a score above the threshold. Unchecked (None) is not uncertain."""
+    return ood_score is not None and ood_threshold is not None and ood_score > ood_threshold
+
+
 @dataclass(frozen=True)
 class ModelResult:
     """One model's verdict on one series of a study."""
@@ -99,8 +105,4 @@ class ModelResult:
     def uncertain(self) -> bool:
         """*Uncertain: input unlike the training data*: the probability may mean nothing, so
         the result never makes the study urgent on its own."""
-        return (
-            self.ood_score is not None
-            and self.ood_threshold is not None
-            and self.ood_score > self.ood_threshold
-        )
+        return is_uncertain(self.ood_score, self.ood_threshold)

@@ -64,7 +64,7 @@ def input_statistics(x: torch.Tensor, pixdim: Sequence[float]) -> np.ndarray:
     inside = tissue & (v < 1.0)
     count = int(tissue.sum())
     if count == 0:  # nothing at or above the window's lower end: an empty or absurd input
-        return np.array([0.0] * (len(FEATURES) - 2) + [0.0, 0.0])
+        return np.zeros(len(FEATURES))
     values = v[inside]
     n_inside = max(int(inside.sum()), 1)
     mean = float(values.mean()) if values.numel() else 1.0

@@ -82,7 +82,7 @@ def register(
     ] = None,
 ) -> None:
     """Check a bundle (load it, run it once on the device), then store it as a new version."""
-    from triage.app.models_view import latency_text
+    from triage.app.models_view import latency_text, reference_text
 
     lifecycle = _lifecycle()
     info, new = lifecycle.register(
@@ -102,14 +102,7 @@ def register(
         f"{'-' if memory is None else f'{memory / 2**20:.1f} MiB'}, output "
         f"{trial.get('output_shape')}"
     )
-    ref = info.reference
-    console.print(
-        f"input reference: {ref['studies']} studies ({ref['source']}), OOD threshold "
-        f"{ref['threshold']:.2f}"
-        if ref
-        else "[yellow]no input reference[/]: results are not checked for inputs unlike the "
-        "training data (register with --reference DIR)"
-    )
+    console.print(reference_text(info.reference))
     console.print(
         f"next: `triage models shadow {info.name} {info.version}` to try it on live studies, "
         f"or `triage models activate {info.name} {info.version}`"

@@ -35,7 +35,7 @@ from triage.errors import ModelError, NotAVolumeError, StorageError
 from triage.imaging.volume import AssemblyOptions, assemble_volume
 from triage.report.documents import ChainOutcome, ReportPlan, write_documents
 from triage.report.revisions import NODE_CHAIN
-from triage.results import SHADOW, ModelResult, Priority, Role
+from triage.results import SHADOW, ModelResult, Priority, Role, is_uncertain
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
             p,
             model.threshold,
             model.positive_priority,
-            uncertain=ood is not None and ood_threshold is not None and ood > ood_threshold,
+            uncertain=is_uncertain(ood, ood_threshold),
         ),
         series_instance_uid=volume.series_instance_uid,
         role=assignment.role,

@@ -23,11 +23,8 @@ class LiveRates:
     result could give it.
 
     Each rate is a field here and a condition of the same name in `LIVE_RATE_CONDITIONS`,
-    measured over the results where the condition is known (not NULL). A rate of another score
-    of the results - the share flagged out of distribution once `Result` carries ``ood_score``
-    and ``ood_threshold`` - is one more field, ``ood_rate: float | None = None``, and one more
-    condition, ``Result.ood_score >= Result.ood_threshold``: results without an OOD score then
-    count neither way.
+    measured over the results where the condition is known (not NULL): results without an OOD
+    score (their model has no reference) count neither way in ``ood_rate``.
     """
 
     results: int

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from triage.catalogue.tables import Acknowledgement, Delivery, Result, RevisionState, Series
-from triage.results import Priority, Role
+from triage.results import Priority, Role, is_uncertain
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,7 @@ class FindingRow:
     @property
     def uncertain(self) -> bool:
         """The input was unlike the model's training data: shown, never urgent."""
-        return (
-            self.ood_score is not None
-            and self.ood_threshold is not None
-            and self.ood_score > self.ood_threshold
-        )
+        return is_uncertain(self.ood_score, self.ood_threshold)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import torch
 from pydicom.errors import InvalidDicomError
@@ -50,6 +51,7 @@ from triage.modelops.metrics import (
     roc_curve,
     threshold_for_sensitivity,
 )
+from triage.results import is_uncertain
 
 LABELS_FILE = "labels.csv"
 _TRUE = {"1", "true", "yes", "positive"}
@@ -172,20 +174,33 @@ def study_series(folder: Path) -> list[SeriesSummary]:
     return [s for s in summaries if s is not None]
 
 
+def study_input(
+    model: TriageModel, folder: Path, device: torch.device, options: AssemblyOptions
+) -> tuple[tuple[torch.Tensor, np.ndarray] | None, str]:
+    """The model's input of a study folder and its affine, made as triage makes them (the
+    series its rule chooses, assembled and preprocessed); None and why when the study has no
+    such series or it is not a volume. A ModelError of the preprocessing is raised."""
+    series, reason = select_series(model.rule, study_series(folder))
+    if series is None:
+        return None, reason
+    try:
+        volume = load_files(series.keys, options)
+    except NotAVolumeError as exc:
+        return None, f"series {series.series_number or '?'} is not a volume: {exc}"
+    return model_input_with_affine(volume.array, volume.affine_lps, model.input, device), ""
+
+
 def score_study(
     model: TriageModel, folder: Path, device: torch.device, options: AssemblyOptions
 ) -> tuple[float | None, str, float | None]:
     """The model's probability on a study folder (or None and why it was not analysed), and
     its input's out-of-distribution score when the model has a reference."""
-    series, reason = select_series(model.rule, study_series(folder))
-    if series is None:
-        return None, reason, None
     try:
-        volume = load_files(series.keys, options)
-        x, affine = model_input_with_affine(volume.array, volume.affine_lps, model.input, device)
+        made, reason = study_input(model, folder, device, options)
+        if made is None:
+            return None, reason, None
+        x, affine = made
         probability = score(model, x, affine, device).probability
-    except NotAVolumeError as exc:
-        return None, f"series {series.series_number or '?'} is not a volume: {exc}", None
     except ModelError as exc:
         return None, str(exc), None
     ood = None
@@ -271,7 +286,7 @@ def _ood_rate(model: TriageModel, scored: list[StudyScore]) -> float | None:
     if model.reference is None or not scored:
         return None
     threshold = model.reference.threshold
-    return _round(sum(1 for r in scored if (r.ood_score or 0.0) > threshold) / len(scored))
+    return _round(sum(is_uncertain(r.ood_score, threshold) for r in scored) / len(scored))
 
 
 def _reliability(scores: list[float], labels: list[int]) -> list[dict[str, Any]]:

@@ -23,11 +23,9 @@ import torch
 
 from triage.analysis.model import TriageModel
 from triage.analysis.ood import Reference, input_statistics
-from triage.analysis.preprocess import model_input_with_affine
-from triage.analysis.selection import select_series
-from triage.errors import ModelError, NotAVolumeError
-from triage.imaging.volume import AssemblyOptions, load_files
-from triage.modelops.evaluation import study_series
+from triage.errors import ModelError
+from triage.imaging.volume import AssemblyOptions
+from triage.modelops.evaluation import study_input
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +61,11 @@ def reference_from_studies(
     rows: list[np.ndarray] = []
     skipped: list[str] = []
     for study in studies:
-        series, reason = select_series(model.rule, study_series(study))
-        if series is None:
+        made, reason = study_input(model, study, device, options)
+        if made is None:
             skipped.append(f"{study.name}: {reason}")
             continue
-        try:
-            volume = load_files(series.keys, options)
-        except NotAVolumeError as exc:
-            skipped.append(f"{study.name}: {exc}")
-            continue
-        x, _ = model_input_with_affine(volume.array, volume.affine_lps, model.input, device)
-        rows.append(input_statistics(x, model.input.pixdim))
+        rows.append(input_statistics(made[0], model.input.pixdim))
     for line in skipped:
         log.info("reference for %s: left out %s", model.name, line)
     if not rows:
