@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -91,12 +91,27 @@ def serve() -> None:
     node.stop()
 
 
-def _stop_on_signal() -> threading.Event:
-    """An event set by SIGTERM or SIGINT; install it before anything starts listening."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+class _StopSignal:
+    """Set by SIGTERM or SIGINT. The handler only assigns an attribute: it runs on the main
+    thread between two bytecodes, and taking a lock there (`threading.Event.set`) deadlocks
+    when the signal lands while the main thread holds that lock inside `Event.wait`."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._received)
+
+    def _received(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+
+    def wait(self) -> None:
+        while self.signum is None:
+            time.sleep(0.2)  # a signal interrupts the sleep; the handler runs at once
+
+
+def _stop_on_signal() -> _StopSignal:
+    """Install the stop handlers before anything starts listening."""
+    return _StopSignal()
 
 
 @app.command()
