@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Real components the integration tests use: Orthanc (the PACS) with its DICOMweb plugin,
-# dcmtk (storescu, the modality), dicom3tools (dciodvfy, SR validation). Installed with apt-get
+# dcmtk (storescu, the modality), dicom3tools (dciodvfy, SR validation), PostgreSQL (the shared
+# catalogue; the tests start their own server as the postgres user). Installed with apt-get
 # when missing.
 system-deps:
 	@missing=""; \
@@ -32,6 +33,7 @@ system-deps:
 	dpkg -s orthanc-dicomweb >/dev/null 2>&1 || missing="$$missing orthanc-dicomweb"; \
 	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

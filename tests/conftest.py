@@ -75,3 +75,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(root):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One PostgreSQL server for the session; each test takes a database of its own
+    (`postgres.new_database()`)."""
+    from support.postgres import PostgreSQL, server_binaries
+
+    if server_binaries() is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    server = PostgreSQL()
+    server.start()
+    yield server
+    server.remove()

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from triage.app.db_cli import db_app
 from triage.app.models_cli import models_app
 from triage.config import Settings, load_settings, parse_node
 from triage.errors import TriageError
@@ -24,6 +25,7 @@ app = typer.Typer(
 outbox_app = typer.Typer(help="The outbox of SRs waiting for the PACS.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
 
 console = Console()
 errors = Console(stderr=True)

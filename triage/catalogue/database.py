@@ -1,5 +1,5 @@
 """The catalogue's database: the engine, sessions, transactions that wait out a locked
-database (within bounds), the SQLite tuning, and the columns added to an older database.
+database (within bounds), the SQLite tuning; its schema level is `triage.catalogue.schema`'s.
 
 ``Database`` is the base every part of the ``Catalogue`` builds on (``receiving``, ``studies``,
 ``outbox``, ``worklist``): each part reads in ``session()`` and writes in ``transaction()``.
@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from triage.catalogue.tables import Base
+from triage.catalogue.schema import ensure_current
 from triage.errors import StorageError
 
 T = TypeVar("T")
@@ -31,35 +31,6 @@ BUSY_TIMEOUT_SECONDS = 30
 # senders (Orthanc 10 s, pynetdicom 30 s), so the sender hears a status it retries on instead
 # of timing out and aborting the association.
 RECORD_LOCK_WAIT_SECONDS = 8.0
-
-
-# Columns added since the first release, added to an older database when it is opened
-_ADDED_COLUMNS = (
-    ("results", "role", "VARCHAR(16) NOT NULL DEFAULT 'active'"),
-    ("results", "details", "TEXT"),
-    ("studies", "held_priority", "VARCHAR(32)"),
-    ("outbox", "kind", "VARCHAR(16) NOT NULL DEFAULT 'sr'"),
-    ("series", "convolution_kernel", "VARCHAR(64) NOT NULL DEFAULT ''"),
-    ("series", "slice_thickness", "FLOAT"),
-    ("series", "contrast_agent", "VARCHAR(64) NOT NULL DEFAULT ''"),
-    ("instances", "frames", "INTEGER NOT NULL DEFAULT 1"),
-    ("results", "ood_score", "FLOAT"),
-    ("results", "ood_threshold", "FLOAT"),
-    ("model_versions", "reference", "TEXT"),
-)
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    for table, column, ddl in _ADDED_COLUMNS:
-        if column in {c["name"] for c in inspect(engine).get_columns(table)}:
-            continue
-        try:
-            with engine.begin() as connection:
-                connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
-        except (OperationalError, ProgrammingError):
-            # another process added it at the same moment
-            if column not in {c["name"] for c in inspect(engine).get_columns(table)}:
-                raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -82,23 +53,45 @@ def _reset_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def shown_url(url: str) -> str:
+    """The URL as a message may show it: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
+
+
+def open_engine(url: str) -> Engine:
+    """The SQLAlchemy engine of a catalogue URL (SQLite tuned for a node's concurrent writes;
+    other databases checked on every checkout, so one that restarted is reconnected to)."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "checkin", _reset_busy_timeout)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StorageError(
+            f"TRIAGE_DATABASE_URL {shown_url(url)} is not a database URL this node can use "
+            f"({exc}); e.g. sqlite:////var/lib/triage/catalogue.db or "
+            "postgresql+psycopg://triage@db.example.org/triage"
+        ) from exc
+
+
 class Database:
-    """An open catalogue database (created or migrated on opening), and its transactions."""
+    """An open catalogue database (at this version's schema level: `schema.ensure_current`),
+    and its transactions."""
 
     def __init__(self, url: str) -> None:
+        self.engine: Engine = open_engine(url)
         try:
-            if url.startswith("sqlite"):
-                self.engine: Engine = create_engine(
-                    url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS}
-                )
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-                event.listen(self.engine, "checkin", _reset_busy_timeout)
-            else:
-                self.engine = create_engine(url, pool_pre_ping=True)
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
-        except OperationalError as exc:
-            raise StorageError(f"cannot open the catalogue database {url}: {exc.orig}") from exc
+            ensure_current(self.engine)
+        except (OperationalError, InterfaceError) as exc:
+            raise StorageError(
+                f"cannot open the catalogue database {shown_url(url)} (TRIAGE_DATABASE_URL): "
+                f"{exc.orig}"
+            ) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.record_lock_wait_seconds = RECORD_LOCK_WAIT_SECONDS
         # None: a write tries 5 times, each waiting up to BUSY_TIMEOUT_SECONDS for a lock

@@ -1,8 +1,8 @@
 """The catalogue's tables: one SQLAlchemy declarative base and every table the node keeps.
 
 Nothing here is SQLite-specific, so the same schema runs on PostgreSQL when several machines
-share the work. A column added after the first release is also listed in
-``triage.catalogue.database._ADDED_COLUMNS``, so that an older database gains it when opened.
+share the work. A change here is also a migration (``migrations/versions``): the test of the
+schema compares what the migrations make with these tables.
 
 Study states: ``receiving`` (instances arriving) -> ``triaging`` -> ``triaged`` or
 ``not analysed``. Outbox states: ``pending`` -> ``delivered``, or ``dead`` after the last try.

@@ -28,9 +28,14 @@ from triage.results import ModelResult, Priority
 ICH = codes.SCT.IntracranialHemorrhage
 
 
-@pytest.fixture
-def cat(tmp_path: Path) -> Iterator[Catalogue]:
-    catalogue = Catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cat(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalogue]:
+    """The same behaviour on the embedded SQLite catalogue and on a real PostgreSQL."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    catalogue = Catalogue(url)
     yield catalogue
     catalogue.close()
 

@@ -56,6 +56,7 @@ def test_a_database_made_before_gets_the_columns_and_keeps_its_rows(tmp_path: Pa
     cat.record_instance(record("1.2.3.1.1"))
     cat.close()
     with sqlite3.connect(path) as db:  # back to the schema of the first release
+        db.execute("DROP TABLE alembic_version")  # made before migrations: no level recorded
         for table, column in (
             ("series", "convolution_kernel"),
             ("series", "slice_thickness"),

@@ -1,0 +1,1 @@
+"""One Alembic revision per change of the catalogue's schema, oldest first."""
