@@ -460,6 +460,15 @@ def instrument(node: Any, svc: Any, probe: Probe) -> None:
         return generation
 
     svc.catalogue.claim_for_triage = claim_for_triage
+    claim_next = svc.catalogue.claim_next
+
+    def timed_claim_next(*args: Any, **kwargs: Any) -> Any:
+        claim = claim_next(*args, **kwargs)
+        if claim is not None:
+            probe.record(claim.study_instance_uid, "claimed", time.perf_counter())
+        return claim
+
+    svc.catalogue.claim_next = timed_claim_next
     run_study = node.run_study
 
     def timed_run_study(study_uid: str, generation: int) -> Any:

@@ -57,7 +57,10 @@ def deliver_task(study_uid: str) -> dict[str, int]:
     records the failed try and the node's delivery loop retries with backoff; only a catalogue
     that could not record the outcome is (a document sent twice is the same SOP instance)."""
     svc = services()
-    rows = [r for r in svc.catalogue.due_deliveries() if r.study_instance_uid == study_uid]
+    settings = svc.settings
+    rows = svc.catalogue.claim_deliveries(
+        settings.worker, settings.lease_seconds, study_uid=study_uid
+    )
     summary = deliver_due(svc.store, svc.catalogue, svc.settings, only=rows)
     return vars(summary)
 

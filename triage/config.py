@@ -13,6 +13,7 @@ This module holds `Settings`, which setting is parsed how and its default, the T
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -92,6 +93,15 @@ class Settings:
     s3_secret_key_file: Path | None = None
     s3_region: str = ""
     s3_ca_bundle: Path | None = None
+    #: names this worker in the catalogue's claims and the worklist ("" : host:pid)
+    worker_name: str = ""
+    #: how long a worker's claim on a study or an outbox row holds without renewal
+    lease_seconds: float = 60.0
+
+    @property
+    def worker(self) -> str:
+        """The worker's name: TRIAGE_WORKER_NAME, else host:pid."""
+        return self.worker_name or default_worker_name()
 
     @property
     def store_path(self) -> Path:
@@ -155,6 +165,11 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def default_worker_name() -> str:
+    """host:pid, what names a worker when TRIAGE_WORKER_NAME is not set."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _default_home() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "triage")
@@ -202,6 +217,8 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "s3_secret_key_file": (parse_secret_file, lambda home: ""),
     "s3_region": (lambda n, v: v.strip(), lambda home: ""),
     "s3_ca_bundle": (parse_pem_file, lambda home: ""),
+    "worker_name": (lambda n, v: v.strip(), lambda home: ""),
+    "lease_seconds": (parse_positive_float, lambda home: "60"),
 }
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +11,9 @@ import typer
 from rich.console import Console
 
 from triage.app.db_cli import db_app
+from triage.app.doctor import doctor
 from triage.app.models_cli import models_app
+from triage.app.runtime import StopSignal
 from triage.config import Settings, load_settings, parse_node
 from triage.errors import TriageError
 
@@ -26,6 +26,7 @@ outbox_app = typer.Typer(help="The outbox of SRs waiting for the PACS.", no_args
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+app.command()(doctor)
 
 console = Console()
 errors = Console(stderr=True)
@@ -66,7 +67,7 @@ def receive() -> None:
     from triage.store import open_store
 
     settings = _settings()
-    stop = _stop_on_signal()
+    stop = StopSignal()  # before anything starts listening
     settings.home.mkdir(parents=True, exist_ok=True)
     receiver = Receiver.from_settings(
         open_store(settings.store, settings.s3), Catalogue(settings.database_url), settings
@@ -77,43 +78,37 @@ def receive() -> None:
 
 
 @app.command()
-def serve() -> None:
-    """Run the whole node: receiver, completion watcher, triage and delivery."""
-    from triage.app.node import start_node
+def serve(
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: the whole node in this process. receiver: receive, hand-off and "
+            "delivery (no models). worker: triage the studies of the shared catalogue.",
+        ),
+    ] = "all",
+) -> None:
+    """Run the node: receiver, completion, triage and delivery (or one role of them)."""
+    from triage.app.node import NodeRole, start_node
 
+    try:
+        chosen = NodeRole(role)
+    except ValueError:
+        raise TriageError(f"--role {role!r}: choose all, receiver or worker") from None
     settings = _settings()
-    stop = _stop_on_signal()
-    node = start_node(settings)
-    console.print(
-        f"triage node {settings.ae_title} on {settings.host}:{node.port}; "
-        f"results to {settings.pacs or 'the outbox (TRIAGE_PACS not set)'}"
-    )
+    stop = StopSignal()  # before anything starts listening
+    node = start_node(settings, role=chosen)
+    results = settings.pacs or "the outbox (TRIAGE_PACS not set)"
+    if chosen is NodeRole.WORKER:
+        console.print(f"triage worker {settings.worker}: triaging studies of the catalogue")
+    else:
+        what = "node" if chosen is NodeRole.ALL else "receiver"
+        console.print(
+            f"triage {what} {settings.ae_title} on {settings.host}:{node.port}; "
+            f"results to {results}"
+        )
     stop.wait()
     console.print("stopping: finishing the study in hand")
     node.stop()
-
-
-class _StopSignal:
-    """Set by SIGTERM or SIGINT. The handler only assigns an attribute: it runs on the main
-    thread between two bytecodes, and taking a lock there (`threading.Event.set`) deadlocks
-    when the signal lands while the main thread holds that lock inside `Event.wait`."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._received)
-
-    def _received(self, signum: int, _frame: object) -> None:
-        self.signum = signum
-
-    def wait(self) -> None:
-        while self.signum is None:
-            time.sleep(0.2)  # a signal interrupts the sleep; the handler runs at once
-
-
-def _stop_on_signal() -> _StopSignal:
-    """Install the stop handlers before anything starts listening."""
-    return _StopSignal()
 
 
 @app.command()

@@ -1,8 +1,11 @@
 """The running node: receiver, completion watcher, triage worker and delivery, together.
 
-The watcher finds studies quiet for ``TRIAGE_QUIET_SECONDS``, claims each one and hands it to a
-single triage worker (one study at a time keeps the device's memory bounded). Delivery retries
-run on their own schedule. ``stop()`` finishes the study in hand and returns.
+The triage worker claims the next study quiet for ``TRIAGE_QUIET_SECONDS`` (or whose previous
+worker's lease expired) from the catalogue, one at a time (that keeps the device's memory
+bounded), and renews its lease while the study runs; nodes and workers sharing a catalogue
+share its studies this way (`triage.catalogue.claims`). Studies known complete (pull mode) are
+claimed at once. Delivery retries run on their own schedule. ``stop()`` finishes the study in
+hand and returns.
 
 `start_node` is the one place that wires a node as `triage serve` runs it: the services, the
 Prefect flows, pull mode when it is configured. The demo, the benchmarks and the tests start
@@ -12,12 +15,15 @@ their nodes through it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 
+from triage.app.prefect_api import EmbeddedPrefectAPI
 from triage.app.services import Services, serve_in_this_process
-from triage.catalogue import utcnow
+from triage.catalogue import Catalogue
 from triage.config import Settings
 from triage.deliver.outbox import deliver_due
 from triage.errors import StorageError
@@ -31,6 +37,17 @@ StudyRunner = Callable[[str, int], object]
 DeliveryRunner = Callable[[], object]
 
 
+class NodeRole(StrEnum):
+    """What one process of a deployment does (`triage serve --role`)."""
+
+    #: everything in one process: the embedded node
+    ALL = "all"
+    #: receive, completion, hand-off (the shared catalogue), pull, delivery; no models
+    RECEIVER = "receiver"
+    #: triage: claims complete studies from the shared catalogue and runs the models
+    WORKER = "worker"
+
+
 class TriageNode:
     def __init__(
         self,
@@ -40,8 +57,10 @@ class TriageNode:
         poll_seconds: float = 0.5,
         warm_up: Callable[[], object] | None = None,
         run_pull: Callable[[], object] | None = None,
+        role: NodeRole = NodeRole.ALL,
     ) -> None:
         self.svc = svc
+        self.role = role
         self.run_pull = run_pull  # pull mode: one poll of the PACS every TRIAGE_PULL_INTERVAL
         self.run_study = run_study
         self.run_delivery = run_delivery or (
@@ -52,7 +71,11 @@ class TriageNode:
         self._warmed = threading.Event()
         if warm_up is None:
             self._warmed.set()
-        self.receiver = Receiver.from_settings(svc.store, svc.catalogue, svc.settings)
+        self.receiver = (
+            None
+            if role is NodeRole.WORKER
+            else Receiver.from_settings(svc.store, svc.catalogue, svc.settings)
+        )
         sender_context(svc.settings)  # a TLS setting that cannot work stops start-up, not delivery
         self._stop = threading.Event()
         self._queue: queue.Queue[tuple[str, int]] = queue.Queue()
@@ -61,16 +84,23 @@ class TriageNode:
         self.after_stop: list[Callable[[], object]] = []
 
     def start(self) -> None:
-        requeued = self.svc.catalogue.requeue_interrupted()
-        if requeued:
+        released = self.svc.catalogue.release_dead_leases()
+        if released:
             log.warning(
-                "%d study(ies) interrupted by a restart will be triaged again", len(requeued)
+                "%d study(ies) interrupted by a restart will be triaged again (their worker, "
+                "a process of this machine, is gone)",
+                len(released),
             )
-        self.receiver.start(self.svc.settings.host, self.svc.settings.port)
+        if self.receiver is not None:
+            self.receiver.start(self.svc.settings.host, self.svc.settings.port)
         if self.warm_up is not None:  # e.g. start Prefect's embedded API before the first study
             # not joined on stop: a warm-up in progress must not delay a SIGTERM
             threading.Thread(target=self._warm_up, name="triage-warm-up", daemon=True).start()
-        loops = [("watcher", self._watch), ("triage", self._work), ("delivery", self._deliver)]
+        loops = []
+        if self.role is not NodeRole.RECEIVER:
+            loops.append(("triage", self._work))
+        if self.role is not NodeRole.WORKER:
+            loops.append(("delivery", self._deliver))
         if self.run_pull is not None and self.svc.settings.pull_interval:
             loops.append(("pull", self._pull))
         for name, target in loops:
@@ -80,10 +110,12 @@ class TriageNode:
 
     @property
     def port(self) -> int:
-        return self.receiver.port
+        """The receiver's port (0 for a worker, which receives nothing)."""
+        return 0 if self.receiver is None else self.receiver.port
 
     def stop(self, timeout: float = 60) -> None:
-        self.receiver.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
@@ -91,22 +123,16 @@ class TriageNode:
         while self.after_stop:
             self.after_stop.pop()()
 
-    def _watch(self) -> None:
-        quiet = self.svc.settings.quiet_seconds
-        while not self._stop.is_set():
-            try:
-                for study_uid in self.svc.catalogue.quiet_studies(quiet, utcnow()):
-                    generation = self.svc.catalogue.claim_for_triage(study_uid, quiet)
-                    if generation is not None:
-                        self._queue.put((study_uid, generation))
-            except Exception:
-                log.exception("completion watcher failed; retrying")
-            self._stop.wait(self.poll_seconds)
-
     def triage_now(self, study_uid: str) -> None:
         """A study known to be complete (all the instances the PACS reported are here): triage
-        it without waiting for the quiet period."""
-        generation = self.svc.catalogue.claim_for_triage(study_uid)
+        it without waiting for the quiet period. A receiver without a worker of its own leaves
+        it to the workers, after the quiet period."""
+        if self.role is NodeRole.RECEIVER:
+            return
+        settings = self.svc.settings
+        generation = self.svc.catalogue.claim_for_triage(
+            study_uid, worker=settings.worker, lease_seconds=settings.lease_seconds
+        )
         if generation is not None:
             self._queue.put((study_uid, generation))
 
@@ -134,18 +160,43 @@ class TriageNode:
     def _work(self) -> None:
         if not self._wait_for_warm_up():
             return
+        settings = self.svc.settings
         while not self._stop.is_set():
             try:
-                study_uid, generation = self._queue.get(timeout=self.poll_seconds)
-            except queue.Empty:
+                claim = self._next_claim()
+            except Exception:  # the catalogue unreachable: try again, the node goes on
+                log.exception("cannot claim the next study; retrying")
+                claim = None
+            if claim is None:
+                self._stop.wait(self.poll_seconds)
                 continue
+            study_uid, generation = claim
             try:
-                self.run_study(study_uid, generation)
+                with Heartbeat(self.svc.catalogue, study_uid, generation, settings):
+                    self.run_study(study_uid, generation)
             except Exception as exc:  # fail safe: the study shows as not analysed, others go on
                 log.exception("triage run failed")
                 self._record_failed_run(study_uid, generation, exc)
-            finally:
-                self._queue.task_done()
+
+    def _next_claim(self) -> tuple[str, int] | None:
+        """A study handed over as complete (pull mode), else the next one quiet in the
+        catalogue (or left by a worker whose lease expired)."""
+        settings = self.svc.settings
+        catalogue = self.svc.catalogue
+        while True:
+            try:
+                study_uid, generation = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            # claimed when it was handed over: still this worker's?
+            if catalogue.renew_lease(
+                study_uid, generation, settings.worker, settings.lease_seconds
+            ):
+                return study_uid, generation
+        claim = catalogue.claim_next(
+            settings.worker, settings.quiet_seconds, settings.lease_seconds
+        )
+        return None if claim is None else (claim.study_instance_uid, claim.generation)
 
     def _record_failed_run(self, study_uid: str, generation: int, exc: Exception) -> None:
         """Mark the study not analysed. While the catalogue cannot take the write (locked, full)
@@ -186,28 +237,83 @@ class TriageNode:
             self._stop.wait(max(self.poll_seconds, 1.0))
 
 
+class Heartbeat:
+    """Renews a worker's lease on a study every third of TRIAGE_LEASE_SECONDS while the block
+    runs. A lease found lost (taken over, or new images) is logged: the run goes on, and its
+    result is refused when it finishes (the catalogue fences it by generation)."""
+
+    def __init__(self, catalogue: Catalogue, study_uid: str, generation: int, settings: Settings):
+        self.catalogue, self.study_uid, self.generation = catalogue, study_uid, generation
+        self.worker, self.lease_seconds = settings.worker, settings.lease_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="triage-lease", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(10)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.lease_seconds / 3):
+            try:
+                held = self.catalogue.renew_lease(
+                    self.study_uid, self.generation, self.worker, self.lease_seconds
+                )
+            except Exception as exc:  # the catalogue unreachable for now: next beat
+                log.warning("cannot renew the lease on study %s: %s", self.study_uid, exc)
+                continue
+            if not held:
+                log.warning(
+                    "study %s is no longer this worker's (new images, or taken over): its "
+                    "result from this run will not be recorded",
+                    self.study_uid,
+                )
+                return
+
+
 def start_node(
-    settings: Settings, *, poll_seconds: float = 0.5, warm_up: bool = True
+    settings: Settings,
+    *,
+    poll_seconds: float = 0.5,
+    warm_up: bool = True,
+    role: NodeRole = NodeRole.ALL,
 ) -> TriageNode:
     """Open the services, wire the Prefect flows (triage, delivery, and pull when
     TRIAGE_PULL_INTERVAL is set) and start the node. ``warm_up`` starts Prefect's API before
-    the first study (False where it already runs, e.g. a test harness). ``node.stop()`` also
-    closes the services."""
+    the first study (False where it already runs, e.g. a test harness). ``role``: the whole
+    node, or its receiver or worker part (`NodeRole`). ``node.stop()`` also closes the
+    services."""
     from triage.app.runtime import configure_prefect
 
     configure_prefect(settings)  # before prefect is imported
+    api = None
+    if warm_up and not os.environ.get("PREFECT_API_URL"):  # also before prefect is imported
+        api = EmbeddedPrefectAPI(settings.home / "prefect")  # dies with the node (SIGKILL too)
+        api.start()
+        os.environ["PREFECT_API_URL"] = api.url
     from flows.triage import deliver_outbox, triage_study
     from flows.triage import warm_up as warm_up_flow
 
-    svc = Services.open(settings)
+    def warm_up_prefect() -> None:
+        if api is not None:
+            api.wait_ready()
+        warm_up_flow()
+
+    svc = Services.open(settings, models=role is not NodeRole.RECEIVER)
     node = TriageNode(
         svc,
         run_study=triage_study,
         run_delivery=deliver_outbox,
         poll_seconds=poll_seconds,
-        warm_up=warm_up_flow if warm_up else None,
+        warm_up=warm_up_prefect if warm_up else None,
+        role=role,
     )
-    if settings.pull_interval:
+    if api is not None:
+        node.after_stop += [api.stop, lambda: os.environ.pop("PREFECT_API_URL", None)]
+    if settings.pull_interval and node.receiver is not None:
         from flows.pull import pull_new_studies
         from triage.receive.pull import puller_for
 

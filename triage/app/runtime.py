@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
+import time
 from typing import Any
 
 from triage.config import Settings
@@ -111,3 +113,21 @@ def configure_prefect(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+class StopSignal:
+    """Set by SIGTERM or SIGINT. The handler only assigns an attribute: it runs on the main
+    thread between two bytecodes, and taking a lock there (`threading.Event.set`) deadlocks
+    when the signal lands while the main thread holds that lock inside `Event.wait`."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._received)
+
+    def _received(self, signum: int, _frame: object) -> None:
+        self.signum = signum
+
+    def wait(self) -> None:
+        while self.signum is None:
+            time.sleep(0.2)  # a signal interrupts the sleep; the handler runs at once

@@ -1,14 +1,16 @@
 """The ``Catalogue``: what was received, what state each study is in, what the models said.
 
 One object over one database, made of a part per concern, each in its own module: receiving
-(``receiving.py``), the studies through triage and their report revisions (``studies.py``), the
-outbox (``outbox.py``), the worklist (``worklist.py``) and the live rates of the model versions
-(``live_rates.py``). They share the engine, ``session()`` and ``transaction()`` of
-``database.Database``; callers only ever see the ``Catalogue``.
+(``receiving.py``), the claims of workers on studies (``claims.py``), the studies through
+triage and their report revisions (``studies.py``), the outbox (``outbox.py``), the worklist
+(``worklist.py``) and the live rates of the model versions (``live_rates.py``). They share the
+engine, ``session()`` and ``transaction()`` of ``database.Database``; callers only ever see the
+``Catalogue``.
 """
 
 from __future__ import annotations
 
+from triage.catalogue.claims import Claims
 from triage.catalogue.live_rates import LiveRateQueries
 from triage.catalogue.outbox import Outbox
 from triage.catalogue.receiving import Receiving
@@ -16,7 +18,7 @@ from triage.catalogue.studies import Studies
 from triage.catalogue.worklist import Worklist
 
 
-class Catalogue(Receiving, Studies, Outbox, Worklist, LiveRateQueries):
+class Catalogue(Receiving, Claims, Studies, Outbox, Worklist, LiveRateQueries):
     """The node's catalogue, opened (created or migrated) from a SQLAlchemy URL.
 
     ``transaction(work)`` is the public way to run a caller's own work in one transaction that

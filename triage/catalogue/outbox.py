@@ -1,15 +1,17 @@
 """The outbox: each object to send and where, until delivered or dead-lettered.
 
-The delivery loop (``triage.deliver``) reads what is due and marks each try; an object put in
-again (the same SOP instance to the same destination) is reset to pending, not duplicated.
+The delivery loop (``triage.deliver``) claims what is due and marks each try; an object put in
+again (the same SOP instance to the same destination) is reset to pending, not duplicated. A
+claim is a lease, as for a study (``claims.py``): workers sharing the outbox never try the same
+row at once, and a row whose worker died is due again when its lease expires.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from triage.catalogue.database import Database
@@ -51,6 +53,7 @@ class Outbox(Database):
                 row.attempts = 0
                 row.next_attempt_at = utcnow()
                 row.last_error = None
+                row.lease_owner = row.lease_expires = None
 
         self.transaction(work)
 
@@ -64,6 +67,49 @@ class Outbox(Database):
                 .limit(limit)
             )
             return [delivery_row(d, uid) for d, uid in rows]
+
+    def claim_deliveries(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int = 50,
+        study_uid: str | None = None,
+        now: datetime | None = None,
+    ) -> list[DeliveryRow]:
+        """The due rows (of one study, or all), oldest first, leased to ``owner``: no other
+        worker tries them until the lease expires or the try is marked."""
+
+        def work(s: Session) -> list[DeliveryRow]:
+            at = now or utcnow()
+            query = (
+                select(Delivery, Study.study_instance_uid)
+                .join(Study, Study.id == Delivery.study_id)
+                .where(
+                    Delivery.state == PENDING,
+                    Delivery.next_attempt_at <= at,
+                    or_(Delivery.lease_expires.is_(None), Delivery.lease_expires < at),
+                )
+                .order_by(Delivery.next_attempt_at)
+                .limit(limit)
+                .with_for_update(of=Delivery, skip_locked=True)
+            )
+            if study_uid is not None:
+                query = query.where(Study.study_instance_uid == study_uid)
+            claimed = []
+            for row, uid in s.execute(query):
+                result = s.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id == row.id,
+                        or_(Delivery.lease_expires.is_(None), Delivery.lease_expires < at),
+                    )
+                    .values(lease_owner=owner, lease_expires=at + timedelta(seconds=lease_seconds))
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(delivery_row(row, uid))
+            return claimed
+
+        return self.transaction(work)
 
     def deliveries(self, states: Sequence[str] | None = None) -> list[DeliveryRow]:
         with self.session() as s:
@@ -111,6 +157,8 @@ class Outbox(Database):
                     delivered_at=utcnow(),
                     last_error=None,
                     attempts=Delivery.attempts + 1,
+                    lease_owner=None,
+                    lease_expires=None,
                 )
             )
 
@@ -128,6 +176,8 @@ class Outbox(Database):
                     last_error=error[:2000],
                     next_attempt_at=next_attempt_at,
                     attempts=Delivery.attempts + 1,
+                    lease_owner=None,
+                    lease_expires=None,
                 )
             )
 

@@ -74,7 +74,8 @@ class Receiving(Database):
                 study.last_instance_at = now
                 if study.state != RECEIVING:
                     study.state = RECEIVING
-                    study.generation += 1
+                    study.generation += 1  # a worker triaging the old one is fenced off
+                    study.lease_expires = None
             elif study.state == RECEIVING:
                 study.last_instance_at = now
             series = s.scalar(

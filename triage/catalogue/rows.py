@@ -127,6 +127,8 @@ class WorklistRow:
     shadow_findings: tuple[FindingRow, ...] = ()
     #: a newer, lower priority that waits for a person (`triage ack`); None when none does
     held_priority: str | None = None
+    #: the worker that triaged the study or triages it now (None: not claimed yet)
+    worker: str | None = None
 
     @property
     def rank(self) -> int:

@@ -1,4 +1,5 @@
-"""Studies: completion, the claim of a triage run, its outcome, re-runs and acknowledgements.
+"""Studies: completion, the outcome of a triage run, re-runs and acknowledgements (the claim
+of a run is ``claims.py``'s).
 
 Study states: ``receiving`` (instances arriving) -> ``triaging`` -> ``triaged`` or
 ``not analysed``. A late image puts the study back to ``receiving`` and bumps its generation, so
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from triage.catalogue import reports
@@ -55,47 +56,6 @@ class Studies(Database):
                 .order_by(Study.last_instance_at)
             )
             return list(rows)
-
-    def claim_for_triage(self, study_uid: str, quiet_seconds: float | None = None) -> int | None:
-        """Move a study to triaging; returns its generation, or None if someone else has it."""
-
-        def work(s: Session) -> int | None:
-            study = study_row(s, study_uid)
-            if study is None or study.state == TRIAGING:
-                return None
-            if quiet_seconds is not None:
-                cutoff = utcnow() - timedelta(seconds=quiet_seconds)
-                if study.state != RECEIVING or study.last_instance_at > cutoff:
-                    return None
-            result = s.execute(
-                update(Study)
-                .where(
-                    Study.id == study.id,
-                    Study.generation == study.generation,
-                    Study.state == study.state,
-                )
-                .values(state=TRIAGING)
-            )
-            return study.generation if result.rowcount == 1 else None  # type: ignore[attr-defined]
-
-        return self.transaction(work)
-
-    def requeue_interrupted(self) -> list[str]:
-        """Studies left in triaging by a crash go back to receiving, to be triaged again.
-
-        Their generation moves on, as for a late instance: a run of the old generation that is
-        still alive somewhere (a Prefect worker on another machine, a node sharing this
-        database) can then no longer record its result over the new run's.
-        """
-
-        def work(s: Session) -> list[str]:
-            studies = list(s.scalars(select(Study).where(Study.state == TRIAGING)))
-            for study in studies:
-                study.state = RECEIVING
-                study.generation += 1
-            return [st.study_instance_uid for st in studies]
-
-        return self.transaction(work)
 
     def series_of(self, study_uid: str) -> list[SeriesSummary]:
         with self.session() as s:
@@ -153,6 +113,7 @@ class Studies(Database):
             )
             reports.add_revisions(s, study, revisions, current or {}, hold=hold)
             study.state = NOT_ANALYSED if priority is Priority.NOT_ANALYSED else TRIAGED
+            study.lease_expires = None
             if hold:
                 study.held_priority = priority.value  # the reported priority stays
             else:
@@ -206,6 +167,7 @@ class Studies(Database):
                 return False
             study.state = RECEIVING
             study.generation += 1
+            study.lease_expires = None
             return True
 
         return self.transaction(work)

@@ -64,6 +64,10 @@ class Study(Base):
     timings: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: a re-run's lower priority, held until a person acknowledges it (`triage ack`)
     held_priority: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: the worker that triages (or last triaged) the study (TRIAGE_WORKER_NAME)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: while triaging: until when the worker's claim holds; renewed while it works
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Series(Base):
@@ -180,6 +184,9 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     #: what it is: sr, kos, seg or hl7
     kind: Mapped[str] = mapped_column(String(16), default="sr", server_default="sr")
+    #: the worker trying it now, and until when that try is its own
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ReportRevision(Base):

@@ -67,6 +67,7 @@ class Worklist(Database):
                 delivery=_delivery_state(outbox.get(st.id, set())),
                 shadow_findings=tuple(shadow.get(st.id, [])),
                 held_priority=st.held_priority,
+                worker=st.worker,
             )
             for st in studies
         ]

@@ -53,8 +53,14 @@ def deliver_due(
     settings: Settings,
     only: list[DeliveryRow] | None = None,
 ) -> DeliverySummary:
-    """Try every due outbox item once, one association per destination."""
-    due = only if only is not None else catalogue.due_deliveries()
+    """Try every due outbox item once (``only``: these rows, already claimed), one
+    association per destination. The rows are claimed first: workers sharing the outbox never
+    send the same row at once."""
+    due = (
+        only
+        if only is not None
+        else catalogue.claim_deliveries(settings.worker, settings.lease_seconds)
+    )
     summary = DeliverySummary()
     by_destination: dict[str, list[DeliveryRow]] = defaultdict(list)
     for row in due:

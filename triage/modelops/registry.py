@@ -265,7 +265,14 @@ class ModelLifecycle:
         """Register the shipped bundles when the registry is empty (the node's first start)."""
         if not self.is_empty():
             return []
-        done = self.register_shipped(models_dir)
+        try:
+            done = self.register_shipped(models_dir)
+        except (ModelError, IntegrityError):
+            if self.is_empty():
+                raise
+            # nodes sharing the catalogue started together: another one registered them
+            log.info("first start: another node is registering the shipped models")
+            return []
         if done:
             log.info(
                 "first start: registered %s",

@@ -30,6 +30,8 @@ def worklist_json(rows: Sequence[WorklistRow]) -> list[dict[str, Any]]:
             "received_at": r.received_at.isoformat() + "Z",
             "triaged_at": r.triaged_at.isoformat() + "Z" if r.triaged_at else None,
             "instances": r.instances,
+            # the worker that triaged the study, or triages it now (TRIAGE_WORKER_NAME)
+            "worker": r.worker,
             "delivery": r.delivery,
             "findings": [finding_json(f) for f in sorted(r.findings, key=lambda f: -f.probability)],
             # models in shadow mode: recorded here only, never in the priority or the PACS

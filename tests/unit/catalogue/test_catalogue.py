@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,18 +25,6 @@ from triage.errors import StorageError
 from triage.results import ModelResult, Priority
 
 ICH = codes.SCT.IntracranialHemorrhage
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def cat(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalogue]:
-    """The same behaviour on the embedded SQLite catalogue and on a real PostgreSQL."""
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres").new_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'catalogue.db'}"
-    catalogue = Catalogue(url)
-    yield catalogue
-    catalogue.close()
 
 
 def rec(
@@ -377,41 +364,6 @@ def test_stale_run_does_not_overwrite_the_newer_runs_results(cat: Catalogue) -> 
 
 def test_finish_triage_of_unknown_study_is_false(cat: Catalogue) -> None:
     assert cat.finish_triage("no.such", 1, [result()], Priority.URGENT, None) is False
-
-
-def test_requeue_interrupted_puts_triaging_studies_back(cat: Catalogue) -> None:
-    add_study(cat, "1.1")
-    add_study(cat, "1.2")
-    add_study(cat, "1.3")
-    claimed(cat, "1.1")
-    g = claimed(cat, "1.2")
-    cat.finish_triage("1.2", g, [], Priority.ROUTINE, None)
-    assert cat.requeue_interrupted() == ["1.1"]
-    assert cat.study_state("1.1") == (RECEIVING, 2)  # a new generation: see the next test
-    assert cat.study_state("1.2") == (TRIAGED, 1)
-    assert cat.study_state("1.3") == (RECEIVING, 1)
-    assert cat.requeue_interrupted() == []
-    assert cat.claim_for_triage("1.1") == 2
-
-
-def test_a_run_interrupted_by_a_restart_cannot_overwrite_the_run_after_it(
-    cat: Catalogue,
-) -> None:
-    """The run that was in flight at the crash may still finish somewhere (a Prefect worker on
-    another machine, a second node on the same database): its result must not replace the one
-    of the run the restarted node started, which also saw the instances that came later."""
-    add_study(cat, "1.1")
-    stale = claimed(cat, "1.1")
-    assert cat.requeue_interrupted() == ["1.1"]
-    fresh = claimed(cat, "1.1")
-    assert fresh != stale
-    urgent = result(Priority.URGENT, 0.9)
-    routine = result(Priority.ROUTINE, 0.1)
-    assert cat.finish_triage("1.1", stale, [urgent], Priority.URGENT, None) is False
-    assert cat.finish_triage("1.1", fresh, [routine], Priority.ROUTINE, None) is True
-    (row,) = cat.worklist()
-    assert row.priority == "routine"
-    assert [f.probability for f in row.findings] == [pytest.approx(0.1)]
 
 
 # -- outbox -----------------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""`triage doctor`: every dependency the settings name, checked from here, each answer in words.
+
+The object store (write, read back, delete a probe), the catalogue database (reachable, at the
+schema level this version needs), the Prefect API (a server's health, or the embedded one), the
+PACS (C-ECHO over DIMSE, with TLS when TRIAGE_PACS_TLS; or a QIDO-RS query over DICOMweb), the
+pull source, the HL7 endpoint (a TCP connection). Nothing is changed but the probe object.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from triage.config import Settings
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    ok: bool
+    says: str
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    checks: list[tuple[str, Callable[[Settings], str | None]]] = [
+        ("object store (TRIAGE_STORE)", _store),
+        ("catalogue (TRIAGE_DATABASE_URL)", _database),
+        ("Prefect API (PREFECT_API_URL)", _prefect),
+        ("PACS (TRIAGE_PACS)", _pacs),
+        ("DICOMweb (TRIAGE_DICOMWEB_URL)", _dicomweb),
+        ("HL7 (TRIAGE_HL7_ENDPOINT)", _hl7),
+    ]
+    out = []
+    for what, check in checks:
+        try:
+            says = check(settings)
+        except Exception as exc:  # the check's failure is its answer
+            out.append(Check(what, False, _words(exc)))
+            continue
+        if says is not None:
+            out.append(Check(what, True, says))
+    return out
+
+
+def _words(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if len(text) > 300 else text
+
+
+def _store(settings: Settings) -> str:
+    from triage.store import open_store
+
+    store = open_store(settings.store, settings.s3)
+    key = f"doctor/probe-{uuid.uuid4().hex}"
+    payload = os.urandom(64)
+    store.put(key, payload)
+    try:
+        back = store.get(key)
+    finally:
+        store.delete(key)
+    if back != payload:
+        raise RuntimeError(f"{settings.store}: an object read back differs from what was written")
+    return f"{settings.store}: write, read back and delete work"
+
+
+def _database(settings: Settings) -> str:
+    from triage.catalogue.database import open_engine, shown_url
+    from triage.catalogue.schema import current, head, is_empty, known
+
+    engine = open_engine(settings.database_url)
+    embedded = engine.dialect.name == "sqlite"
+    try:
+        with engine.connect() as connection:
+            level, empty = current(connection), is_empty(connection)
+    except Exception as exc:
+        orig = getattr(exc, "orig", exc)
+        raise RuntimeError(f"{shown_url(settings.database_url)}: cannot connect: {orig}") from exc
+    finally:
+        engine.dispose()
+    where = shown_url(settings.database_url)
+    if level == head():
+        return f"{where}: reachable, schema level {level} (current)"
+    if empty:
+        return f"{where}: reachable and empty; the first node to start creates the schema"
+    if level is not None and not known(level):
+        raise RuntimeError(
+            f"{where}: schema level {level} is newer than this version of triage ({head()})"
+        )
+    if embedded:
+        return f"{where}: schema level {level or 'none'}; the node upgrades it to {head()} at start"
+    raise RuntimeError(
+        f"{where}: schema level {level or 'none'}, this version needs {head()}: run "
+        "`triage db upgrade`"
+    )
+
+
+def _prefect(settings: Settings) -> str:
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        return "not set: `triage serve` starts an embedded Prefect API of its own"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+            if answer.status == 200:
+                return f"{url}: the Prefect server answers"
+            raise RuntimeError(f"{url}/health answered HTTP {answer.status}")
+    except OSError as exc:
+        raise RuntimeError(f"{url}: no Prefect server answers ({exc})") from exc
+
+
+def _pacs(settings: Settings) -> str | None:
+    if settings.pacs is None:
+        return "not set: results stay in the outbox"
+    if settings.pacs_protocol == "dicomweb":
+        return f"{settings.pacs}: results go by DICOMweb (see the DICOMweb check)"
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from triage.dimse import NoDelayAE
+    from triage.receive.tls import sender_context
+
+    ae = NoDelayAE(ae_title=settings.ae_title)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = 10
+    tls = sender_context(settings) if settings.pacs_tls else None
+    node = settings.pacs
+    tls_args = (tls, node.host) if tls is not None else None
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        how = "rejected" if assoc.is_rejected else "not established (not reachable, or aborted)"
+        raise RuntimeError(f"{node}: the association was {how}")
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if not status or status.Status != 0:
+        raise RuntimeError(f"{node}: C-ECHO failed")
+    return f"{node}: C-ECHO succeeded" + (" over TLS" if tls else "")
+
+
+def _dicomweb(settings: Settings) -> str | None:
+    if not settings.dicomweb_url:
+        return None
+    from triage.receive.dicomweb import http_error, make_client
+
+    client = make_client(settings)
+    try:
+        client.search_for_studies(limit=1)
+    except Exception as exc:
+        raise http_error(exc, settings.dicomweb_url, "study query") from exc
+    return f"{settings.dicomweb_url}: QIDO-RS answers"
+
+
+def _hl7(settings: Settings) -> str | None:
+    if not settings.hl7_endpoint:
+        return None
+    host, _, port = settings.hl7_endpoint.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), 5).close()
+    except OSError as exc:
+        raise RuntimeError(f"{settings.hl7_endpoint}: cannot connect ({exc})") from exc
+    return f"{settings.hl7_endpoint}: accepts connections"
+
+
+def doctor() -> None:
+    """Check every dependency the settings name (store, catalogue, Prefect, PACS, DICOMweb,
+    HL7) and say in words what is wrong; exits 1 when anything is."""
+    import typer
+    from rich.console import Console
+
+    from triage.config import load_settings
+
+    console = Console()
+    checks = run_checks(load_settings())
+    for check in checks:
+        mark = "[green]ok[/]  " if check.ok else "[bold red]FAIL[/]"
+        console.print(f"{mark} {check.what}: {check.says}", highlight=False)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
