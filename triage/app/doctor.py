@@ -47,8 +47,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _words(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0] if len(text) > 300 else text
+    return " ".join(str(exc).split()) or type(exc).__name__  # one line, all of it
 
 
 def _store(settings: Settings) -> str:
@@ -176,6 +175,6 @@ def doctor() -> None:
     checks = run_checks(load_settings())
     for check in checks:
         mark = "[green]ok[/]  " if check.ok else "[bold red]FAIL[/]"
-        console.print(f"{mark} {check.what}: {check.says}", highlight=False)
+        console.print(f"{mark} {check.what}: {check.says}", highlight=False, soft_wrap=True)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from enum import StrEnum
 
-from triage.app.prefect_api import EmbeddedPrefectAPI
+from triage.app.prefect_api import EmbeddedPrefectAPI, check_prefect_server
 from triage.app.services import Services, serve_in_this_process
 from triage.catalogue import Catalogue
 from triage.config import Settings
@@ -294,6 +294,8 @@ def start_node(
         api = EmbeddedPrefectAPI(settings.home / "prefect")  # dies with the node (SIGKILL too)
         api.start()
         os.environ["PREFECT_API_URL"] = api.url
+    elif warm_up:
+        check_prefect_server(os.environ["PREFECT_API_URL"])
     from flows.triage import deliver_outbox, triage_study
     from flows.triage import warm_up as warm_up_flow
 

@@ -124,3 +124,27 @@ class EmbeddedPrefectAPI:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+
+
+def check_prefect_server(url: str, wait_seconds: float = 30.0) -> None:
+    """The operator's Prefect server (PREFECT_API_URL) answers, within ``wait_seconds`` (a
+    deployment starting all at once gives the server that long); else start-up stops."""
+    from triage.errors import ConfigError
+
+    deadline = time.monotonic() + wait_seconds
+    problem = ""
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+                problem = f"HTTP {answer.status} from {url}/health"
+        except OSError as exc:
+            problem = str(getattr(exc, "reason", exc))
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"PREFECT_API_URL={url}: no Prefect server answers ({problem}) after "
+                f"{wait_seconds:.0f} s; start it (`prefect server start`) or unset "
+                "PREFECT_API_URL for the node's embedded API"
+            )
+        time.sleep(1.0)
