@@ -18,6 +18,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -172,11 +173,17 @@ class TriageNode:
                 continue
             study_uid, generation = claim
             try:
+                t0 = time.perf_counter()
                 with Heartbeat(self.svc.catalogue, study_uid, generation, settings):
                     self.run_study(study_uid, generation)
             except Exception as exc:  # fail safe: the study shows as not analysed, others go on
                 log.exception("triage run failed")
                 self._record_failed_run(study_uid, generation, exc)
+                continue
+            try:  # the whole run as the worker saw it: the flow's work and Prefect's share
+                self.svc.catalogue.add_timings(study_uid, {"run_s": time.perf_counter() - t0})
+            except StorageError as exc:
+                log.warning("study %s: its run time was not recorded: %s", study_uid, exc)
 
     def _next_claim(self) -> tuple[str, int] | None:
         """A study handed over as complete (pull mode), else the next one quiet in the

@@ -1,0 +1,297 @@
+"""Scale-out benchmark: one receiver and 1, then 2, workers on real engines, in one run.
+
+    .venv/bin/python benchmarks/scale_out.py [--studies 16] [--slices 40] [--size 256]
+                                             [--senders 4] [--quiet 3] [--idle 3]
+                                             [--out FILE.json]
+
+What runs, all real and on 127.0.0.1: Orthanc with its default settings as the PACS, PostgreSQL
+as the shared catalogue, SeaweedFS as the S3 store (minio client), a Prefect server
+(`prefect server start`), and the node as separate processes: `triage serve --role receiver`
+and `--role worker` (own TRIAGE_HOME each, TRIAGE_DEVICE=cpu). dcmtk storescu sends.
+
+For each worker count (a fresh database and store prefix each): one warm-up study (excluded);
+``--idle`` studies one at a time (the next once the previous SR is in the catalogue as
+delivered): the idle latency; then ``--studies`` studies from ``--senders`` concurrent
+storescu, one association per study: studies/hour (first send -> last SR delivered) and
+latency p50/p95. Latency = the catalogue's last instance received -> the SR's outbox row
+delivered. Prefect's share of a study's time = 1 - (time in the task bodies, ``work_s``) /
+(the worker's whole flow call, ``run_s``), summed over the load's studies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from minio import Minio  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+from support.orthanc import Orthanc, free_port  # noqa: E402
+from support.postgres import PostgreSQL  # noqa: E402
+from support.prefect_server import PrefectServer  # noqa: E402
+from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402
+
+from triage.app.demo import DemoStudy, write_demo_studies  # noqa: E402
+from triage.catalogue import Catalogue, Delivery, Study  # noqa: E402
+
+BUCKET = "bench"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def triage_command() -> list[str]:
+    script = Path(sys.executable).with_name("triage")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "triage.app.cli"]
+
+
+def start_role(role: str, home: Path, env: dict[str, str], ready: str) -> subprocess.Popen[bytes]:
+    home.mkdir(parents=True, exist_ok=True)
+    log_file = home / "serve.log"
+    out = open(log_file, "ab")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [*triage_command(), "serve", "--role", role],
+        env={**env, "TRIAGE_HOME": str(home)},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{role} exited:\n{log_file.read_text()[-3000:]}")
+        if ready in log_file.read_text(errors="replace"):
+            return process
+        time.sleep(0.3)
+    raise RuntimeError(f"{role} did not start:\n{log_file.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+
+def send(study: DemoStudy, port: int) -> None:
+    done = subprocess.run(
+        ["storescu", "-aet", "BENCH", "-aec", "TRIAGE", "+sd", "+r", "127.0.0.1", str(port)]
+        + [str(study.folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"storescu failed: {done.stderr[-2000:]}")
+
+
+def delivered(catalogue: Catalogue, uids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per study with its SR delivered: last instance, SR delivered, timings."""
+    with catalogue.session() as s:
+        rows = s.execute(
+            select(
+                Study.study_instance_uid,
+                Study.last_instance_at,
+                Study.timings,
+                Study.worker,
+                Delivery.delivered_at,
+            )
+            .join(Delivery, Delivery.study_id == Study.id)
+            .where(
+                Study.study_instance_uid.in_(uids),
+                Delivery.kind == "sr",
+                Delivery.delivered_at.is_not(None),
+            )
+        )
+        return {
+            uid: {
+                "last_instance_at": last,
+                "delivered_at": at,
+                "timings": json.loads(t or "{}"),
+                "worker": worker,
+            }
+            for uid, last, t, worker, at in rows
+        }
+
+
+def wait_delivered(catalogue: Catalogue, uids: list[str], timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = delivered(catalogue, uids)
+        if len(done) == len(uids):
+            return done
+        time.sleep(0.2)
+    raise RuntimeError(f"only {len(delivered(catalogue, uids))} of {len(uids)} SRs delivered")
+
+
+def latency(row: dict[str, Any]) -> float:
+    return float((row["delivered_at"] - row["last_instance_at"]).total_seconds())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def one_configuration(
+    workers: int, args: argparse.Namespace, work: Path, engines: dict[str, Any]
+) -> dict[str, Any]:
+    database = engines["postgres"].new_database()
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "PREFECT_"))},
+        "TRIAGE_DATABASE_URL": database,
+        "TRIAGE_STORE": f"s3://{BUCKET}/w{workers}",
+        "TRIAGE_S3_ENDPOINT": engines["seaweedfs"].endpoint,
+        "TRIAGE_S3_ACCESS_KEY": ACCESS_KEY,
+        "TRIAGE_S3_SECRET_KEY": SECRET_KEY,
+        "PREFECT_API_URL": engines["prefect"].api_url,
+        "TRIAGE_PACS": engines["orthanc"].node,
+        "TRIAGE_PORT": str(port),
+        "TRIAGE_QUIET_SECONDS": f"{args.quiet:g}",
+        "TRIAGE_DEVICE": "cpu",
+        "TRIAGE_LOG_LEVEL": "WARNING",
+    }
+    root = work / f"workers-{workers}"
+    processes = [start_role("receiver", root / "receiver", env, "triage receiver")]
+    catalogue = Catalogue(database)
+    try:
+        for n in range(workers):
+            named = {**env, "TRIAGE_WORKER_NAME": f"w{n + 1}"}
+            processes.append(start_role("worker", root / f"w{n + 1}", named, "triage worker"))
+        shape = (args.size, args.size, args.slices)
+        spacing = (230 / args.size, 230 / args.size, 5.0 * 40 / args.slices)
+        studies = write_demo_studies(
+            root / "studies",
+            args.studies + args.idle + 1,
+            unanalysable=0,
+            shape=shape,
+            spacing=spacing,
+            seed=workers,
+        )
+        warm, idle, load = studies[0], studies[1 : 1 + args.idle], studies[1 + args.idle :]
+        log(f"{workers} worker(s): warm-up study")
+        send(warm, port)
+        wait_delivered(catalogue, [warm.study_instance_uid], 300)
+        idle_latency = []
+        for study in idle:
+            send(study, port)
+            row = wait_delivered(catalogue, [study.study_instance_uid], 300)
+            idle_latency.append(latency(row[study.study_instance_uid]))
+        log(f"{workers} worker(s): {len(load)} studies from {args.senders} senders")
+        started = datetime.utcnow()
+        queue = list(load)
+        lock = threading.Lock()
+
+        def sender() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    study = queue.pop(0)
+                send(study, port)
+
+        threads = [threading.Thread(target=sender) for _ in range(args.senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        uids = [s.study_instance_uid for s in load]
+        rows = wait_delivered(catalogue, uids, 60 * len(uids))
+        last = max(r["delivered_at"] for r in rows.values())
+        hours = (last - started).total_seconds() / 3600
+        latencies = [latency(r) for r in rows.values()]
+        run_s = sum(r["timings"].get("run_s", 0.0) for r in rows.values())
+        work_s = sum(r["timings"].get("work_s", 0.0) for r in rows.values())
+        by_worker: dict[str, int] = {}
+        for r in rows.values():
+            by_worker[r["worker"]] = by_worker.get(r["worker"], 0) + 1
+        return {
+            "workers": workers,
+            "studies": len(load),
+            "studies_per_hour": len(load) / hours,
+            "latency_p50_s": statistics.median(latencies),
+            "latency_p95_s": percentile(latencies, 0.95),
+            "idle_latency_p50_s": statistics.median(idle_latency),
+            "idle_latencies_s": idle_latency,
+            "prefect_share": 1 - work_s / run_s if run_s else None,
+            "run_s_per_study": run_s / len(load),
+            "studies_by_worker": by_worker,
+        }
+    finally:
+        catalogue.close()
+        for process in reversed(processes):
+            stop(process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=16)
+    parser.add_argument("--slices", type=int, default=40)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--quiet", type=float, default=3.0)
+    parser.add_argument("--idle", type=int, default=3, help="studies sent one at a time")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="triage-scale-"))
+    engines: dict[str, Any] = {}
+    try:
+        engines["orthanc"] = Orthanc(work / "orthanc", ae_title="PACS")
+        engines["orthanc"].start(defaults=True)
+        engines["postgres"] = PostgreSQL()
+        engines["postgres"].start()
+        engines["seaweedfs"] = SeaweedFS(work / "seaweedfs")
+        engines["seaweedfs"].start()
+        endpoint = engines["seaweedfs"].endpoint.removeprefix("http://")
+        Minio(endpoint, ACCESS_KEY, SECRET_KEY, secure=False).make_bucket(BUCKET)
+        engines["prefect"] = PrefectServer(work / "prefect")
+        engines["prefect"].start()
+        results = [one_configuration(n, args, work, engines) for n in (1, 2)]
+    finally:
+        for name in ("prefect", "seaweedfs", "postgres", "orthanc"):
+            if name in engines:
+                engines[name].remove() if name == "postgres" else engines[name].stop()
+    one, two = results
+    print("\n| workers | studies/h | p50 s | p95 s | idle p50 s | Prefect share | per worker |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        share = f"{100 * r['prefect_share']:.1f} %" if r["prefect_share"] is not None else "-"
+        print(
+            f"| {r['workers']} | {r['studies_per_hour']:.0f} | {r['latency_p50_s']:.1f} | "
+            f"{r['latency_p95_s']:.1f} | {r['idle_latency_p50_s']:.1f} | {share} | "
+            f"{r['studies_by_worker']} |"
+        )
+    print(f"\n2 workers / 1 worker: {two['studies_per_hour'] / one['studies_per_hour']:.2f}x")
+    out = (
+        args.out
+        or ROOT / "benchmarks" / "results" / f"scale_out-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"args": vars(args) | {"out": str(out)}, "results": results}, indent=2)
+    )
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
