@@ -165,7 +165,10 @@ class TriageNode:
         while not self._stop.is_set():
             try:
                 claim = self._next_claim()
-            except Exception:  # the catalogue unreachable: try again, the node goes on
+            except StorageError as exc:  # the catalogue unreachable: try again, the node goes on
+                log.warning("cannot claim the next study; retrying: %s", exc)
+                claim = None
+            except Exception:
                 log.exception("cannot claim the next study; retrying")
                 claim = None
             if claim is None:
@@ -239,6 +242,8 @@ class TriageNode:
             try:
                 if self.svc.catalogue.due_deliveries(limit=1):
                     self.run_delivery()
+            except StorageError as exc:  # the catalogue or the store away for now
+                log.warning("delivery run failed; retrying: %s", exc)
             except Exception:
                 log.exception("delivery run failed; retrying")
             self._stop.wait(max(self.poll_seconds, 1.0))
