@@ -88,10 +88,23 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "s3_secret_key_file",
         "s3_region",
         "s3_ca_bundle",
+        "worker_name",
+        "lease_seconds",
     }
     assert all(isinstance(v, str) for v in d.values())
     assert d["pacs"] == ""
     assert d["port"] == "11112"
+    assert (d["worker_name"], d["lease_seconds"]) == ("", "60.0")
+
+
+def test_a_worker_is_named_by_its_setting_or_by_host_and_process(tmp_path: Path) -> None:
+    import socket
+
+    assert load_settings(environ=env(tmp_path)).worker == f"{socket.gethostname()}:{os.getpid()}"
+    named = load_settings(environ={**env(tmp_path), "TRIAGE_WORKER_NAME": " gpu-1 "})
+    assert named.worker == "gpu-1"
+    with pytest.raises(ConfigError, match="TRIAGE_LEASE_SECONDS"):
+        load_settings(environ={**env(tmp_path), "TRIAGE_LEASE_SECONDS": "0"})
 
 
 def test_uneven_spacing_is_resample_or_refuse(tmp_path: Path) -> None:
