@@ -131,6 +131,8 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         t0 = time.perf_counter()
         options = AssemblyOptions(uneven_spacing=svc.settings.uneven_spacing)
         volume = assemble_volume(svc.store.get, series.keys, options)
+        if assignment.role != SHADOW:  # the report reads them next, not from the store again
+            svc.headers.keep(volume.sources)  # the volume has the pixels: dropped there
         for warning in volume.warnings:
             log.info("series %s: %s", series.series_instance_uid, warning)
         t1 = time.perf_counter()
@@ -261,7 +263,13 @@ def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPla
             for a in failed
         ] or [ChainOutcome(NODE_CHAIN, reason=_node_reason(active))]
     return write_documents(
-        svc.store, svc.catalogue, svc.settings, study_uid, outcomes, software_version=__version__
+        svc.store,
+        svc.catalogue,
+        svc.settings,
+        study_uid,
+        outcomes,
+        software_version=__version__,
+        headers_cache=svc.headers,
     )
 
 
