@@ -24,6 +24,7 @@ from triage.app.services import node_services as services
 from triage.deliver.outbox import deliver_due
 from triage.errors import StorageError
 from triage.report.documents import ReportPlan
+from triage.results import SHADOW
 
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -91,12 +92,16 @@ def deliver_task(study_uid: str) -> dict[str, int]:
 
 @flow(name="triage-study", log_prints=False)
 def triage_study(study_uid: str, generation: int) -> str:
-    """Triage one complete study: plan, analyse each model, report, record, deliver."""
+    """Triage one complete study: plan, analyse with each active model, report, record,
+    deliver; then the shadow models, off the latency path of the active result."""
     t0 = time.perf_counter()
     svc = services()
     analyses = []
+    shadow = []
     for assignment in plan_task(study_uid):
-        if assignment.model_name:
+        if assignment.role == SHADOW:
+            shadow.append(assignment)
+        elif assignment.model_name:
             analyses.append(analyse_task(study_uid, assignment))
         else:
             analyses.append(pipeline.Analysis("", None, assignment.reason))
@@ -108,9 +113,15 @@ def triage_study(study_uid: str, generation: int) -> str:
     t1 = time.perf_counter()
     if any(revision.objects for revision in plan.revisions):
         deliver_task(study_uid)
+    deliver_s = time.perf_counter() - t1
+    shadow_results = [
+        analyse_task(study_uid, assignment) for assignment in shadow if assignment.model_name
+    ]
+    with working(study_uid):
+        pipeline.finish_shadow(svc, study_uid, generation, shadow_results)
     with _work_lock:
         work_s = _work_seconds.pop(study_uid, 0.0)
-    svc.catalogue.add_timings(study_uid, {"deliver_s": time.perf_counter() - t1, "work_s": work_s})
+    svc.catalogue.add_timings(study_uid, {"deliver_s": deliver_s, "work_s": work_s})
     return priority.value
 
 

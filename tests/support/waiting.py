@@ -23,3 +23,14 @@ def wait_until(
         time.sleep(interval)
     message = f"timed out after {timeout}s waiting for {what}"
     raise AssertionError(message + (f":\n{detail()}" if detail is not None else ""))
+
+
+def run_finished(catalogue: object, study_uid: str) -> Callable[[], bool]:
+    """The node's whole triage run of the study is over, shadow models included: the node
+    records the run's time (``run_s``) once the flow returns."""
+
+    def finished() -> bool:
+        timings = catalogue.study_timings().get(study_uid, {})  # type: ignore[attr-defined]
+        return "run_s" in timings
+
+    return finished

@@ -30,9 +30,11 @@ from triage.deliver.outbox import deliver_due
 from triage.errors import StorageError
 from triage.receive.receiver import Receiver
 from triage.receive.tls import sender_context
-from triage.results import Priority
+from triage.results import Priority, StudyState
 
 log = logging.getLogger(__name__)
+
+FINISHED = (StudyState.TRIAGED, StudyState.NOT_ANALYSED)
 
 StudyRunner = Callable[[str, int], object]
 DeliveryRunner = Callable[[], object]
@@ -278,6 +280,9 @@ class Heartbeat:
                 log.warning("cannot renew the lease on study %s: %s", self.study_uid, exc)
                 continue
             if not held:
+                state = self.catalogue.study_state(self.study_uid)
+                if state is not None and state[1] == self.generation and state[0] in FINISHED:
+                    return  # recorded (the shadow models may still be running): nothing to hold
                 log.warning(
                     "study %s is no longer this worker's (new images, or taken over): its "
                     "result from this run will not be recorded",

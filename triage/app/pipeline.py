@@ -131,6 +131,8 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         t0 = time.perf_counter()
         options = AssemblyOptions(uneven_spacing=svc.settings.uneven_spacing)
         volume = assemble_volume(svc.store.get, series.keys, options)
+        if assignment.role != SHADOW:  # the report reads them next, not from the store again
+            svc.headers.keep(volume.sources)  # the volume has the pixels: dropped there
         for warning in volume.warnings:
             log.info("series %s: %s", series.series_instance_uid, warning)
         t1 = time.perf_counter()
@@ -261,7 +263,13 @@ def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPla
             for a in failed
         ] or [ChainOutcome(NODE_CHAIN, reason=_node_reason(active))]
     return write_documents(
-        svc.store, svc.catalogue, svc.settings, study_uid, outcomes, software_version=__version__
+        svc.store,
+        svc.catalogue,
+        svc.settings,
+        study_uid,
+        outcomes,
+        software_version=__version__,
+        headers_cache=svc.headers,
     )
 
 
@@ -313,16 +321,32 @@ def finish(
     return priority
 
 
+def finish_shadow(svc: Services, study_uid: str, generation: int, analyses: list[Analysis]) -> None:
+    """Record what the shadow models said, after the active result was recorded and sent:
+    they never delay it. Refused, like any result, when the study moved on meanwhile."""
+    results = [a.result for a in analyses if a.result is not None]
+    if results and not svc.catalogue.record_shadow_results(study_uid, generation, results):
+        log.info("study %s moved on before its shadow results were recorded", study_uid)
+    timings = merge_timings(analyses)
+    if timings:
+        svc.catalogue.add_timings(study_uid, timings)
+
+
 def run_study(svc: Services, study_uid: str, generation: int) -> Priority:
     """Every step in order, in this process and without Prefect: what the triage flow does,
     for notebooks, benchmarks and tests that call the library directly. Nothing is sent; the
     outbox holds what the node's delivery sends."""
+    assignments = plan_study(svc, study_uid)
     analyses = [
         analyse(svc, study_uid, a) if a.model_name else Analysis("", None, a.reason)
-        for a in plan_study(svc, study_uid)
+        for a in assignments
+        if a.role != SHADOW
     ]
     plan = report(svc, study_uid, analyses)
-    return finish(svc, study_uid, generation, analyses, plan, merge_timings(analyses))
+    priority = finish(svc, study_uid, generation, analyses, plan, merge_timings(analyses))
+    shadow = [analyse(svc, study_uid, a) for a in assignments if a.role == SHADOW and a.model_name]
+    finish_shadow(svc, study_uid, generation, shadow)
+    return priority
 
 
 def merge_timings(analyses: list[Analysis]) -> dict[str, float]:

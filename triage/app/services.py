@@ -15,6 +15,7 @@ from triage.analysis.preprocess import select_device
 from triage.catalogue import Catalogue
 from triage.config import Settings
 from triage.modelops.registry import ModelLifecycle, running_names
+from triage.report.header_cache import HeaderCache
 from triage.store import ObjectStore, open_store
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class Services:
     lifecycle: ModelLifecycle | None = None
     #: pull mode: the node's puller (its receiver, and its hook for studies known complete)
     puller: Puller | None = None
+    #: the headers of the series just analysed, for the documents written next
+    headers: HeaderCache = field(default_factory=HeaderCache, repr=False)
     # every version loaded so far, by (name, version): their networks stay loaded across
     # registry changes (an activation, a rollback)
     _loaded: dict[tuple[str, str], TriageModel] = field(default_factory=dict, repr=False)

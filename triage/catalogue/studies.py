@@ -126,6 +126,23 @@ class Studies(Database):
 
         return self.transaction(work)
 
+    def record_shadow_results(
+        self, study_uid: str, generation: int, results: Sequence[ModelResult]
+    ) -> bool:
+        """Add the shadow models' results to the run of ``generation`` (already finished: they
+        run after the active result went out); False, and nothing recorded, when the study
+        moved on meanwhile."""
+
+        def work(s: Session) -> bool:
+            study = study_row(s, study_uid)
+            if study is None or study.generation != generation:
+                return False
+            for res in results:
+                _record_result(s, study, res, None)
+            return True
+
+        return self.transaction(work)
+
     def acknowledge(self, study_uid: str, *, who: str, reason: str) -> AcknowledgementRow:
         """A person accepts the held lower priority of a study: its held revisions go to the
         PACS, the study takes that priority, and who, when and why is recorded."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import PurePosixPath
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -25,6 +26,7 @@ from triage.errors import StorageError
 from triage.report import hl7
 from triage.report.companions import companions, key_images_of
 from triage.report.destinations import hl7_destination, sr_destination
+from triage.report.header_cache import HeaderCache
 from triage.report.revisions import (
     DocumentRef,
     Revision,
@@ -72,15 +74,17 @@ def write_documents(
     outcomes: Sequence[ChainOutcome],
     *,
     software_version: str,
+    headers_cache: HeaderCache | None = None,
 ) -> ReportPlan:
-    """Build and store the next revision of every chain whose document changes."""
+    """Build and store the next revision of every chain whose document changes
+    (``headers_cache``: the headers the analysis just parsed, `triage.report.header_cache`)."""
     heads = catalogue.chain_heads(study_uid)
     series = {s.series_instance_uid: s for s in catalogue.series_of(study_uid)}
     revisions: list[NewRevision] = []
     current: dict[str, str] = {}
     for outcome in outcomes:
         looked_at = series.get(outcome.series_instance_uid or "")
-        headers = _headers(store, looked_at.keys) if looked_at is not None else []
+        headers = _headers(store, looked_at.keys, headers_cache) if looked_at is not None else []
         keys: list[Dataset] = []
         if outcome.result is not None:
             images = [str(h.SOPInstanceUID) for h in headers]
@@ -209,8 +213,16 @@ def _store(
     )
 
 
-def _headers(store: ObjectStore, keys: Sequence[str]) -> list[Dataset]:
-    return [pydicom.dcmread(io.BytesIO(store.get(key)), stop_before_pixels=True) for key in keys]
+def _headers(store: ObjectStore, keys: Sequence[str], cache: HeaderCache | None) -> list[Dataset]:
+    """The headers of these instances: those the analysis just parsed, else from the store (an
+    instance key ends in its SOPInstanceUID: ``raw/<study>/<series>/<sop>.dcm``)."""
+    out = []
+    for key in keys:
+        kept = cache.get(PurePosixPath(key).stem) if cache is not None else None
+        if kept is None:
+            kept = pydicom.dcmread(io.BytesIO(store.get(key)), stop_before_pixels=True)
+        out.append(kept)
+    return out
 
 
 def _any_header(store: ObjectStore, series: dict[str, SeriesSummary]) -> Dataset:

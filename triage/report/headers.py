@@ -178,3 +178,33 @@ def _converts(vr: type[DA] | type[TM], value: object) -> bool:
     except ValueError:
         return False
     return True
+
+
+def volume_ends(headers: Sequence[Dataset]) -> list[Dataset]:
+    """The images at the two ends of the series along its slice direction (one image for a
+    single or multi-frame instance, or headers without geometry): what the SR's image library
+    lists. Every image analysed is in the document's evidence; the library, the images the
+    content refers to, gives a reader the volume's extent and geometry in two entries - and
+    building it stays fast for a series of any length (a library entry per image made the SR of
+    a 200-image series take seconds)."""
+    if len(headers) < 2:
+        return list(headers[:1])
+    try:
+        row, column = (
+            [float(v) for v in headers[0].ImageOrientationPatient[:3]],
+            [float(v) for v in headers[0].ImageOrientationPatient[3:]],
+        )
+        normal = (
+            row[1] * column[2] - row[2] * column[1],
+            row[2] * column[0] - row[0] * column[2],
+            row[0] * column[1] - row[1] * column[0],
+        )
+        along = [
+            sum(float(p) * n for p, n in zip(h.ImagePositionPatient, normal, strict=True))
+            for h in headers
+        ]
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return [headers[0]]
+    first = min(range(len(headers)), key=along.__getitem__)
+    last = max(range(len(headers)), key=along.__getitem__)
+    return [headers[first]] if first == last else [headers[first], headers[last]]

@@ -40,7 +40,7 @@ from triage.report.codes import (
     VOLUME,
     VOLUME_UNIT,
 )
-from triage.report.headers import study_header, usable_headers
+from triage.report.headers import study_header, usable_headers, volume_ends
 from triage.report.input_check import (
     declare_local_scheme,
     input_check_evaluation,
@@ -213,7 +213,7 @@ def _document(
             procedure_reported=procedure_reported,
             imaging_measurements=list(groups),
             title=REPORT_TITLE,
-            referenced_images=list(library) or None,
+            referenced_images=volume_ends(library) or None,
         )
     except (ValueError, AttributeError, TypeError) as exc:  # an image it cannot describe
         raise TriageError(

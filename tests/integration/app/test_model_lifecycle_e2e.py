@@ -19,7 +19,7 @@ from support.bundles import classifier_bundle, options, segmenter_bundle, write_
 from support.dicom_checks import assert_dciodvfy_clean
 from support.nodes import node_env, running_node
 from support.paths import require
-from support.waiting import wait_until
+from support.waiting import run_finished, wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
 from triage.report.sr_read import read_triage_sr
@@ -87,6 +87,8 @@ def triage_one(node: Any, root: Path, seed: int) -> DemoStudy:
         )
 
     wait_until(done, 120, f"study {study.accession_number} triaged and delivered")
+    # the shadow models run after the active result went out
+    wait_until(run_finished(node.svc.catalogue, uid), 120, "the shadow models' results")
     return study
 
 

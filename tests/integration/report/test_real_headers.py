@@ -17,7 +17,7 @@ from support.dicom_checks import assert_dciodvfy_clean
 from support.modality import storescu
 from support.nodes import node_env, running_node
 from support.orthanc import ORTHANC, Orthanc, srs_in_orthanc
-from support.waiting import wait_until
+from support.waiting import run_finished, wait_until
 
 from triage.app.node import TriageNode
 from triage.config import DicomNode
@@ -139,6 +139,7 @@ def test_the_study_gets_a_valid_sr_in_the_pacs(
         60,
         "the study to settle",
     )
+    wait_until(run_finished(node.svc.catalogue, study), 120, "the shadow models' results")
     (instance,) = srs_in_orthanc(pacs, study)
     data = pacs.instance_file(instance["ID"])
     (tmp_path / "sr.dcm").write_bytes(data)

@@ -327,7 +327,12 @@ def test_content_tree_has_observer_library_and_one_group_per_result(
     assert attributes.model_name == "ich-detector"
     library = hd.sr.utils.find_content_items(report[0], name=codes.DCM.ImageLibrary, recursive=True)
     images = hd.sr.utils.find_content_items(library[0], value_type="IMAGE", recursive=True)
-    assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images} == {
+    along = sorted(headers, key=lambda h: float(h.ImagePositionPatient[2]))  # axial slices
+    ends = {along[0].SOPInstanceUID, along[-1].SOPInstanceUID}
+    assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images} == ends
+    (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence
+    (series,) = evidence.ReferencedSeriesSequence
+    assert {r.ReferencedSOPInstanceUID for r in series.ReferencedSOPSequence} == {
         h.SOPInstanceUID for h in headers
     }
     groups = report.get_image_measurement_groups()
