@@ -442,7 +442,18 @@ def instrument(node: Any, svc: Any, probe: Probe) -> None:
         return str(args[1])
 
     pipeline.plan_study = probe.wrap(pipeline.plan_study, "plan", second)
-    pipeline.analyse = probe.wrap(pipeline.analyse, "analyse", second)
+    analyse = pipeline.analyse
+
+    def timed_analyse(svc: Any, study_uid: str, assignment: Any) -> Any:
+        """Active models on the latency path ("analyse"); shadow ones after delivery."""
+        t0 = time.perf_counter()
+        try:
+            return analyse(svc, study_uid, assignment)
+        finally:
+            name = "shadow" if assignment.role == "shadow" else "analyse"
+            probe.record(study_uid, name, (t0, time.perf_counter()))
+
+    pipeline.analyse = timed_analyse
     pipeline.report = probe.wrap(pipeline.report, "report", second)
     pipeline.finish = probe.wrap(pipeline.finish, "finish", second)
 
@@ -702,6 +713,7 @@ def study_row(
         "report_s": ev.get("report_s"),
         "finish_s": ev.get("finish_s"),
         "deliver_s": ev.get("deliver_s"),
+        "shadow_s": ev.get("shadow_s"),
         "prefect_tasks_s": None
         if body_end is None or "plan_start" not in ev
         else body_end - ev["plan_start"] - lib_s,
@@ -725,7 +737,7 @@ def study_row(
         else stages["flow_start_s"] + stages["prefect_tasks_s"],
         # everything in the flow run that is not library work, including the flow run's
         # teardown after the SR was sent (it delays the next queued study, not this one)
-        "prefect_total_s": None if flow_s is None else flow_s - lib_s,
+        "prefect_total_s": None if flow_s is None else flow_s - lib_s - ev.get("shadow_s", 0.0),
         "triage_s_minus_api_s": None if triage_s is None else triage_s - api,
     }
 
@@ -791,6 +803,7 @@ STAGE_LABELS = {
     "preprocess_s": "preprocessing",
     "infer_s": "inference",
     "analyse_other_s": "analyse, rest",
+    "shadow_s": "shadow models (after delivery, off the latency path)",
     "report_s": "report (SR built, stored, queued)",
     "finish_s": "finish (catalogue)",
     "deliver_s": "delivery (C-STORE of the SR)",
