@@ -27,7 +27,7 @@ from support.orthanc import ORTHANC, Orthanc, srs_in_orthanc
 from support.prefect_server import PrefectServer
 from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
 from support.serve import triage_command
-from support.waiting import wait_until
+from support.waiting import run_finished, wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
 from triage.catalogue import NOT_ANALYSED, TRIAGED, TRIAGING, Catalogue
@@ -237,6 +237,10 @@ def test_a_burst_is_shared_by_both_workers_each_study_once(
         interval=0.5,
         detail=deployment.logs,
     )
+
+    # the shadow model runs after delivery: each flow run ends a little after its SR
+    for uid in uids:
+        wait_until(run_finished(deployment.catalogue, uid), 120, "every flow run to end")
 
     workers = {uid: deployment.study(uid).worker for uid in uids}
     assert set(workers.values()) == {"w1", "w2"}, workers  # both used
