@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,33 +66,23 @@ def _store(settings: Settings) -> str:
 
 
 def _database(settings: Settings) -> str:
-    from triage.catalogue.database import open_engine, shown_url
-    from triage.catalogue.schema import current, head, is_empty, known
+    from triage.catalogue.database import shown_url, with_engine
+    from triage.catalogue.schema import Standing, head, level_of
 
-    engine = open_engine(settings.database_url)
-    embedded = engine.dialect.name == "sqlite"
-    try:
-        with engine.connect() as connection:
-            level, empty = current(connection), is_empty(connection)
-    except Exception as exc:
-        orig = getattr(exc, "orig", exc)
-        raise RuntimeError(f"{shown_url(settings.database_url)}: cannot connect: {orig}") from exc
-    finally:
-        engine.dispose()
-    where = shown_url(settings.database_url)
-    if level == head():
+    found = with_engine(settings.database_url, level_of)
+    where, level = shown_url(settings.database_url), found.level or "none"
+    if found.standing is Standing.CURRENT:
         return f"{where}: reachable, schema level {level} (current)"
-    if empty:
+    if found.standing is Standing.EMPTY:
         return f"{where}: reachable and empty; the first node to start creates the schema"
-    if level is not None and not known(level):
+    if found.standing is Standing.NEWER:
         raise RuntimeError(
             f"{where}: schema level {level} is newer than this version of triage ({head()})"
         )
-    if embedded:
-        return f"{where}: schema level {level or 'none'}; the node upgrades it to {head()} at start"
+    if settings.database_url.startswith("sqlite"):
+        return f"{where}: schema level {level}; the node upgrades it to {head()} at start"
     raise RuntimeError(
-        f"{where}: schema level {level or 'none'}, this version needs {head()}: run "
-        "`triage db upgrade`"
+        f"{where}: schema level {level}, this version needs {head()}: run `triage db upgrade`"
     )
 
 
@@ -101,13 +90,12 @@ def _prefect(settings: Settings) -> str:
     url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
     if not url:
         return "not set: `triage serve` starts an embedded Prefect API of its own"
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
-            if answer.status == 200:
-                return f"{url}: the Prefect server answers"
-            raise RuntimeError(f"{url}/health answered HTTP {answer.status}")
-    except OSError as exc:
-        raise RuntimeError(f"{url}: no Prefect server answers ({exc})") from exc
+    from triage.app.prefect_api import health_problem
+
+    problem = health_problem(url)
+    if problem is not None:
+        raise RuntimeError(f"{url}: no Prefect server answers ({problem})")
+    return f"{url}: the Prefect server answers"
 
 
 def _pacs(settings: Settings) -> str | None:

@@ -106,12 +106,8 @@ class EmbeddedPrefectAPI:
                     f"Prefect's API server exited ({self.process.returncode}); see "
                     f"{self.home / 'prefect-api.log'}"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
+            if health_problem(self.url, timeout=2) is None:
+                return
             time.sleep(0.25)
         raise RuntimeError(f"Prefect's API server did not answer within {timeout:.0f} s")
 
@@ -126,21 +122,24 @@ class EmbeddedPrefectAPI:
             self.process.wait(10)
 
 
+def health_problem(url: str, timeout: float = 5.0) -> str | None:
+    """None when the Prefect API at ``url`` answers its health check; else what went wrong."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as answer:
+            if answer.status == 200:
+                return None
+            return f"HTTP {answer.status} from {url}/health"
+    except OSError as exc:
+        return str(getattr(exc, "reason", exc))
+
+
 def check_prefect_server(url: str, wait_seconds: float = 30.0) -> None:
     """The operator's Prefect server (PREFECT_API_URL) answers, within ``wait_seconds`` (a
     deployment starting all at once gives the server that long); else start-up stops."""
     from triage.errors import ConfigError
 
     deadline = time.monotonic() + wait_seconds
-    problem = ""
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5) as answer:
-                if answer.status == 200:
-                    return
-                problem = f"HTTP {answer.status} from {url}/health"
-        except OSError as exc:
-            problem = str(getattr(exc, "reason", exc))
+    while (problem := health_problem(url)) is not None:
         if time.monotonic() >= deadline:
             raise ConfigError(
                 f"PREFECT_API_URL={url}: no Prefect server answers ({problem}) after "

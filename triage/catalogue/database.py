@@ -79,6 +79,25 @@ def open_engine(url: str) -> Engine:
         ) from exc
 
 
+def with_engine(url: str, work: Callable[[Engine], T]) -> T:
+    """Run ``work`` on an engine of its own for ``url`` (a command's one look at the
+    database), disposed afterwards; a database that cannot be reached is a StorageError that
+    names TRIAGE_DATABASE_URL."""
+    engine = open_engine(url)
+    try:
+        return work(engine)
+    except (OperationalError, InterfaceError) as exc:
+        raise unreachable(url, exc) from exc
+    finally:
+        engine.dispose()
+
+
+def unreachable(url: str, exc: OperationalError | InterfaceError) -> StorageError:
+    return StorageError(
+        f"cannot open the catalogue database {shown_url(url)} (TRIAGE_DATABASE_URL): {exc.orig}"
+    )
+
+
 class Database:
     """An open catalogue database (at this version's schema level: `schema.ensure_current`),
     and its transactions."""
@@ -88,10 +107,7 @@ class Database:
         try:
             ensure_current(self.engine)
         except (OperationalError, InterfaceError) as exc:
-            raise StorageError(
-                f"cannot open the catalogue database {shown_url(url)} (TRIAGE_DATABASE_URL): "
-                f"{exc.orig}"
-            ) from exc
+            raise unreachable(url, exc) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.record_lock_wait_seconds = RECORD_LOCK_WAIT_SECONDS
         # None: a write tries 5 times, each waiting up to BUSY_TIMEOUT_SECONDS for a lock

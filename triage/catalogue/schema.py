@@ -21,6 +21,8 @@ import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,23 +84,50 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         return before, head()
 
 
-def ensure_current(engine: Engine, *, variable: str = "TRIAGE_DATABASE_URL") -> None:
-    """Open-time check (the module's docstring says what happens at each level)."""
+class Standing(StrEnum):
+    """Where a database stands against the level this version needs."""
+
+    CURRENT = "current"
+    EMPTY = "empty"  # no tables: the first node to start creates them
+    BEHIND = "behind"  # an older level (or made before migrations): `triage db upgrade`
+    NEWER = "newer"  # a level this version does not know: a newer triage upgraded it
+
+
+@dataclass(frozen=True)
+class SchemaLevel:
+    level: str | None
+    standing: Standing
+
+
+def level_of(engine: Engine) -> SchemaLevel:
+    """The database's level and where it stands (what start-up, `triage db status` and
+    `triage doctor` decide on)."""
     with engine.connect() as connection:
         level = current(connection)
         if level == head():
-            return
-        empty = level is None and is_empty(connection)
+            return SchemaLevel(level, Standing.CURRENT)
+        if level is None and is_empty(connection):
+            return SchemaLevel(level, Standing.EMPTY)
     if level is not None and not known(level):
-        raise StorageError(_newer(level))
-    if engine.dialect.name == "sqlite" or empty:
+        return SchemaLevel(level, Standing.NEWER)
+    return SchemaLevel(level, Standing.BEHIND)
+
+
+def ensure_current(engine: Engine, *, variable: str = "TRIAGE_DATABASE_URL") -> None:
+    """Open-time check (the module's docstring says what happens at each level)."""
+    found = level_of(engine)
+    if found.standing is Standing.CURRENT:
+        return
+    if found.standing is Standing.NEWER:
+        raise StorageError(_newer(found.level or ""))
+    if engine.dialect.name == "sqlite" or found.standing is Standing.EMPTY:
         before, after = upgrade(engine)
         if before != after:
             log.info("catalogue schema upgraded from %s to %s", before or "none", after)
         return
     raise StorageError(
-        f"the catalogue database ({variable}) is at schema level {level or 'none'} and this "
-        f"version of triage needs {head()}: stop the nodes of the older version and run "
+        f"the catalogue database ({variable}) is at schema level {found.level or 'none'} and "
+        f"this version of triage needs {head()}: stop the nodes of the older version and run "
         "`triage db upgrade` once"
     )
 

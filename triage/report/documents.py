@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import PurePosixPath
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -37,7 +36,7 @@ from triage.report.revisions import (
 )
 from triage.report.sr import NODE_DEVICE, build_not_analysed_sr, build_triage_sr
 from triage.results import ModelResult, Priority
-from triage.store import ObjectStore
+from triage.store import ObjectStore, sop_uid_of
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +213,10 @@ def _store(
 
 
 def _headers(store: ObjectStore, keys: Sequence[str], cache: HeaderCache | None) -> list[Dataset]:
-    """The headers of these instances: those the analysis just parsed, else from the store (an
-    instance key ends in its SOPInstanceUID: ``raw/<study>/<series>/<sop>.dcm``)."""
+    """The headers of these instances: those the analysis just parsed, else from the store."""
     out = []
     for key in keys:
-        kept = cache.get(PurePosixPath(key).stem) if cache is not None else None
+        kept = cache.get(sop_uid_of(key)) if cache is not None else None
         if kept is None:
             kept = pydicom.dcmread(io.BytesIO(store.get(key)), stop_before_pixels=True)
         out.append(kept)

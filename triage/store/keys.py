@@ -22,3 +22,8 @@ def check_key(key: str) -> str:
 def instance_key(study_uid: str, series_uid: str, sop_uid: str) -> str:
     """Key of a received instance; the same instance always lands on the same key."""
     return check_key(f"raw/{study_uid}/{series_uid}/{sop_uid}.dcm")
+
+
+def sop_uid_of(key: str) -> str:
+    """The SOPInstanceUID an instance key (`instance_key`) was made from."""
+    return key.rsplit("/", 1)[-1].removesuffix(".dcm")
