@@ -24,6 +24,7 @@ from triage.config_values import (
     AllowedAE,
     DicomNode,
     S3Access,
+    parse_addresses,
     parse_ae_title,
     parse_allowed_aes,
     parse_choice,
@@ -41,6 +42,8 @@ from triage.config_values import (
     parse_sop_classes,
     parse_uneven_spacing,
     parse_url,
+    parse_viewer_url,
+    parse_web_port,
     parse_yes_no,
 )
 from triage.errors import ConfigError
@@ -97,6 +100,34 @@ class Settings:
     worker_name: str = ""
     #: how long a worker's claim on a study or an outbox row holds without renewal
     lease_seconds: float = 60.0
+    #: the web app's port on TRIAGE_HOST (None: TRIAGE_WEB_PORT=off, no web app)
+    web_port: int | None = 8080
+    #: the web app's address as users reach it, for links in notifications ("": from host/port)
+    web_url: str = ""
+    #: how long a login lasts without use
+    web_session_hours: float = 12.0
+    #: a link to the hospital's viewer, with {study_uid} ("": none)
+    viewer_url: str = ""
+    #: urgent findings: a JSON POST signed with HMAC-SHA256 of the secret ("": none)
+    notify_webhook: str = ""
+    notify_webhook_secret: str = ""
+    notify_webhook_secret_file: Path | None = None
+    #: urgent findings by e-mail: the SMTP server (host:port), STARTTLS unless told otherwise
+    notify_smtp: str = ""
+    notify_smtp_starttls: bool = True
+    notify_smtp_user: str = ""
+    notify_smtp_password: str = ""
+    notify_smtp_password_file: Path | None = None
+    notify_from: str = ""
+    notify_to: tuple[str, ...] = ()
+
+    @property
+    def web_address(self) -> str:
+        """The web app's base URL as users reach it (TRIAGE_WEB_URL, else from host and port)."""
+        if self.web_url:
+            return self.web_url
+        scheme = "https" if self.tls_required else "http"
+        return f"{scheme}://{self.host}:{self.web_port or 8080}"
 
     @property
     def worker(self) -> str:
@@ -152,7 +183,14 @@ class Settings:
             raise ConfigError(f"TRIAGE_{name.upper()}_FILE={str(path)!r}: {exc.strerror}") from exc
 
 
-SECRET_SETTINGS = {"dicomweb_password", "dicomweb_token", "s3_access_key", "s3_secret_key"}
+SECRET_SETTINGS = {
+    "dicomweb_password",
+    "dicomweb_token",
+    "s3_access_key",
+    "s3_secret_key",
+    "notify_webhook_secret",
+    "notify_smtp_password",
+}
 
 
 def _as_text(value: Any) -> str:
@@ -219,6 +257,20 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "s3_ca_bundle": (parse_pem_file, lambda home: ""),
     "worker_name": (lambda n, v: v.strip(), lambda home: ""),
     "lease_seconds": (parse_positive_float, lambda home: "60"),
+    "web_port": (parse_web_port, lambda home: "8080"),
+    "web_url": (parse_url, lambda home: ""),
+    "web_session_hours": (parse_positive_float, lambda home: "12"),
+    "viewer_url": (parse_viewer_url, lambda home: ""),
+    "notify_webhook": (parse_url, lambda home: ""),
+    "notify_webhook_secret": (lambda n, v: v.strip(), lambda home: ""),
+    "notify_webhook_secret_file": (parse_secret_file, lambda home: ""),
+    "notify_smtp": (parse_host_port, lambda home: ""),
+    "notify_smtp_starttls": (parse_yes_no, lambda home: "true"),
+    "notify_smtp_user": (lambda n, v: v.strip(), lambda home: ""),
+    "notify_smtp_password": (lambda n, v: v, lambda home: ""),
+    "notify_smtp_password_file": (parse_secret_file, lambda home: ""),
+    "notify_from": (parse_addresses, lambda home: ""),
+    "notify_to": (parse_addresses, lambda home: ""),
 }
 
 
@@ -273,6 +325,24 @@ def _check_s3(values: Mapping[str, Any], names: Mapping[str, str]) -> None:
             )
 
 
+def _check_notify(values: dict[str, Any], names: Mapping[str, str]) -> None:
+    """A webhook needs its secret (the receiver checks the signature); e-mail needs a sender
+    and at least one recipient."""
+    if values["notify_webhook"] and not (
+        values["notify_webhook_secret"] or values["notify_webhook_secret_file"]
+    ):
+        raise ConfigError(
+            f"{names['notify_webhook']} is set but not {names['notify_webhook_secret']} (or "
+            f"{names['notify_webhook_secret_file']}): the messages are signed with it"
+        )
+    if values["notify_smtp"] and (len(values["notify_from"]) != 1 or not values["notify_to"]):
+        raise ConfigError(
+            f"{names['notify_smtp']} is set: it needs {names['notify_from']} (one address) "
+            f"and {names['notify_to']} (the recipients, separated by commas)"
+        )
+    values["notify_from"] = values["notify_from"][0] if values["notify_from"] else ""
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the effective settings; a wrong value raises ConfigError naming the variable."""
     env = os.environ if environ is None else environ
@@ -300,4 +370,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "root of the PACS, e.g. https://pacs.example/dicom-web"
         )
     _check_s3(values, names)
+    _check_notify(values, names)
     return Settings(**values)

@@ -231,11 +231,46 @@ def parse_url(name: str, value: str) -> str:
 
 
 def parse_host_port(name: str, value: str) -> str:
-    """An MLLP endpoint written host:port; blank means not set."""
+    """An endpoint (MLLP, SMTP) written host:port; blank means not set."""
     text = value.strip()
     if text and not re.fullmatch(r"[^:\s]+:\d{1,5}", text):
-        raise ConfigError(f"{name}={value!r}: write the MLLP endpoint as host:port")
+        raise ConfigError(f"{name}={value!r}: write it as host:port")
     return text
+
+
+def parse_web_port(name: str, value: str) -> int | None:
+    """The web app's TCP port; ``off`` (or blank) means no web app."""
+    if value.strip().lower() in ("", "off", "no", "false"):
+        return None
+    return parse_port(name, value.strip())
+
+
+def parse_viewer_url(name: str, value: str) -> str:
+    """A link template to the hospital's viewer, with ``{study_uid}`` in it; blank: no link."""
+    text = value.strip()
+    if not text:
+        return ""
+    if not re.fullmatch(r"https?://\S+", text) or "{study_uid}" not in text:
+        raise ConfigError(
+            f"{name}={value!r}: give an http(s) URL with {{study_uid}} where the study goes, "
+            "e.g. https://pacs.example/ui/app/#/study?StudyInstanceUID={study_uid}"
+        )
+    try:
+        text.format(study_uid="1.2.3")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"{name}={value!r}: only {{study_uid}} may stand in braces in the viewer link"
+        ) from None
+    return text
+
+
+def parse_addresses(name: str, value: str) -> tuple[str, ...]:
+    """E-mail addresses, separated by commas; blank means none."""
+    out = tuple(a.strip() for a in value.split(",") if a.strip())
+    for address in out:
+        if not re.fullmatch(r"[^@\s,]+@[^@\s,]+", address):
+            raise ConfigError(f"{name}={value!r}: {address!r} is not an e-mail address")
+    return out
 
 
 def parse_secret_file(name: str, value: str) -> Path | None:

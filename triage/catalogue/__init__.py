@@ -4,6 +4,7 @@ Everything a caller needs is imported from here; the modules behind it are the c
 (``catalogue.py`` says which part does what).
 """
 
+from triage.catalogue.accounts import ROLES, AccessRecord, Account, Login
 from triage.catalogue.catalogue import Catalogue
 from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS
 from triage.catalogue.live_rates import LiveRates
@@ -42,6 +43,10 @@ from triage.catalogue.tables import (
 )
 
 __all__ = [
+    "ROLES",
+    "AccessRecord",
+    "Account",
+    "Login",
     "Acknowledgement",
     "AcknowledgementRow",
     "BUSY_TIMEOUT_SECONDS",

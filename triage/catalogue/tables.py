@@ -228,3 +228,46 @@ class Acknowledgement(Base):
 def study_row(s: Session, study_uid: str) -> Study | None:
     """The study's row, or None when nothing of it was catalogued: what most queries start at."""
     return s.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+
+
+class User(Base):
+    """A person who logs in to the web app (`triage users`): a name, a role, a password hash."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    #: clinician (reads), engineer (also shadow results and models) or admin (also changes)
+    role: Mapped[str] = mapped_column(String(16))
+    #: argon2id, in its PHC string form; the password itself is never stored
+    password_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebSession(Base):
+    """A login: the browser holds the token, the catalogue only its SHA-256 (a stolen copy of
+    the database opens no session)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    #: what every form and change must carry back (CSRF)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class AccessEvent(Base):
+    """The access audit: who viewed which study, who logged in (or failed to), who changed
+    what through the web app or its API."""
+
+    __tablename__ = "access_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    who: Mapped[str] = mapped_column(String(64), index=True)
+    #: e.g. login, login failed, logout, view study, rerun, ack, outbox retry, outbox drop
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    client: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
