@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml
 
 # Real components the integration tests use: Orthanc (the PACS) with its DICOMweb plugin,
 # dcmtk (storescu, the modality), dicom3tools (dciodvfy, SR validation), PostgreSQL (the shared
-# catalogue; the tests start their own server as the postgres user). Installed with apt-get
-# when missing.
+# catalogue; the tests start their own server as the postgres user), Chromium (the browser the
+# web page's tests drive through Playwright; never `playwright install`, which downloads).
+# Installed with apt-get when missing.
 system-deps:
 	@missing=""; \
 	command -v Orthanc >/dev/null || missing="$$missing orthanc"; \
@@ -34,6 +35,7 @@ system-deps:
 	command -v storescu >/dev/null || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
