@@ -120,6 +120,9 @@ class Settings:
     notify_smtp_password_file: Path | None = None
     notify_from: str = ""
     notify_to: tuple[str, ...] = ()
+    #: put the patient's name in notifications (never by default: they leave the hospital's
+    #: systems by e-mail or webhook)
+    notify_patient_name: bool = False
 
     @property
     def web_address(self) -> str:
@@ -271,6 +274,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "notify_smtp_password_file": (parse_secret_file, lambda home: ""),
     "notify_from": (parse_addresses, lambda home: ""),
     "notify_to": (parse_addresses, lambda home: ""),
+    "notify_patient_name": (parse_yes_no, lambda home: "false"),
 }
 
 

@@ -111,11 +111,15 @@ class Outbox(Database):
 
         return self.transaction(work)
 
-    def deliveries(self, states: Sequence[str] | None = None) -> list[DeliveryRow]:
+    def deliveries(
+        self, states: Sequence[str] | None = None, study_uid: str | None = None
+    ) -> list[DeliveryRow]:
         with self.session() as s:
             query = select(Delivery, Study.study_instance_uid).join(
                 Study, Study.id == Delivery.study_id
             )
+            if study_uid is not None:
+                query = query.where(Study.study_instance_uid == study_uid)
             if states:
                 query = query.where(Delivery.state.in_(list(states)))
             rows = s.execute(query.order_by(Delivery.id))
@@ -131,6 +135,7 @@ class Outbox(Database):
                     Study.study_instance_uid == study_uid,
                     Delivery.state == DELIVERED,
                     ~Delivery.destination.startswith("hl7:"),
+                    Delivery.kind != "notify",  # a notification is not a result in the PACS
                 )
             )
             return int(count or 0)

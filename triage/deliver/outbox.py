@@ -5,8 +5,9 @@ jitter). After ``delivery_max_tries`` failures the item is *dead*: it stays in t
 listed by ``triage outbox``, until an operator retries it.
 
 Each outbox row names its destination: ``AE@host:port`` (C-STORE to a DICOM node),
-``dicomweb:<url>`` (STOW-RS to a DICOMweb root) or ``hl7:<host:port>`` (an HL7 v2 ORU^R01 over
-MLLP); each kind is a `Destination` (`deliver.dimse`, `deliver.stow`, `deliver.mllp`). The
+``dicomweb:<url>`` (STOW-RS to a DICOMweb root), ``hl7:<host:port>`` (an HL7 v2 ORU^R01 over
+MLLP), ``webhook:<url>`` or ``smtp:<host:port>`` (an urgent finding's notification); each kind
+is a `Destination` (`deliver.dimse`, `deliver.stow`, `deliver.mllp`, `deliver.notify`). The
 retries, backoff and dead letter are the same for each.
 """
 
@@ -24,9 +25,11 @@ from triage.catalogue import DEAD, Catalogue, DeliveryRow, utcnow
 from triage.config import Settings
 from triage.deliver.dimse import DimseDestination
 from triage.deliver.mllp import MllpDestination
+from triage.deliver.notify import SmtpDestination, WebhookDestination
 from triage.deliver.stow import StowDestination
 from triage.receive.dicomweb import DESTINATION_PREFIX as DICOMWEB_PREFIX
 from triage.receive.tls import sender_context
+from triage.report.destinations import SMTP_PREFIX, WEBHOOK_PREFIX, shown_destination
 from triage.report.hl7 import DESTINATION_PREFIX as HL7_PREFIX
 from triage.store import ObjectStore
 
@@ -67,6 +70,7 @@ def deliver_due(
         by_destination[row.destination].append(row)
     tls = sender_context(settings) if by_destination else None
     for destination, rows in by_destination.items():
+        shown = shown_destination(destination)  # a webhook URL may carry a token
         for row, error in destination_for(store, settings, destination, tls).send(rows):
             if error is None:
                 catalogue.mark_delivered(row.id)
@@ -81,7 +85,7 @@ def deliver_due(
                 log.error(
                     "delivery %d to %s is dead after %d tries: %s",
                     row.id,
-                    destination,
+                    shown,
                     row.attempts + 1,
                     error,
                 )
@@ -90,7 +94,7 @@ def deliver_due(
                 log.warning(
                     "delivery %d to %s failed (try %d), will retry: %s",
                     row.id,
-                    destination,
+                    shown,
                     row.attempts + 1,
                     error,
                 )
@@ -110,11 +114,16 @@ def destination_for(
     tls: ssl.SSLContext | None = None,
 ) -> Destination:
     """The destination an outbox row names: ``dicomweb:<url>`` (STOW-RS), ``hl7:<host:port>``
-    (MLLP), else ``AE@host:port`` (C-STORE)."""
+    (MLLP), ``webhook:<url>`` and ``smtp:<host:port>`` (notifications), else ``AE@host:port``
+    (C-STORE)."""
     if destination.startswith(DICOMWEB_PREFIX):
         return StowDestination(store, settings, destination)
     if destination.startswith(HL7_PREFIX):
         return MllpDestination(store, destination)
+    if destination.startswith(WEBHOOK_PREFIX):
+        return WebhookDestination(store, settings, destination)
+    if destination.startswith(SMTP_PREFIX):
+        return SmtpDestination(store, settings, destination)
     return DimseDestination(store, settings.ae_title, destination, tls)
 
 

@@ -26,6 +26,7 @@ from triage.report import hl7
 from triage.report.companions import companions, key_images_of
 from triage.report.destinations import hl7_destination, sr_destination
 from triage.report.header_cache import HeaderCache
+from triage.report.notification import notification_objects
 from triage.report.revisions import (
     DocumentRef,
     Revision,
@@ -189,6 +190,10 @@ def _store(
         hl7_key = f"results/{study_uid}/{sop_uid}.hl7"
         store.put(hl7_key, message.encode("utf-8"))
         objects.append(Outgoing(sop_uid, hl7_key, to_ris, "hl7"))
+    # an urgent result is also told to a person: part of the revision, so sent once per result
+    objects += notification_objects(
+        store, settings, header, outcome.result, sop_uid, revision.content_datetime
+    )
     priority = outcome.result.priority if outcome.result is not None else Priority.NOT_ANALYSED
     log.info(
         "report %s revision %d for study %s: %s",

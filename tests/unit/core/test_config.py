@@ -90,8 +90,24 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "s3_ca_bundle",
         "worker_name",
         "lease_seconds",
+        "web_port",
+        "web_url",
+        "web_session_hours",
+        "viewer_url",
+        "notify_webhook",
+        "notify_webhook_secret",
+        "notify_webhook_secret_file",
+        "notify_smtp",
+        "notify_smtp_starttls",
+        "notify_smtp_user",
+        "notify_smtp_password",
+        "notify_smtp_password_file",
+        "notify_from",
+        "notify_to",
+        "notify_patient_name",
     }
     assert all(isinstance(v, str) for v in d.values())
+    assert (d["web_port"], d["viewer_url"], d["notify_to"]) == ("8080", "", "")
     assert d["pacs"] == ""
     assert d["port"] == "11112"
     assert (d["worker_name"], d["lease_seconds"]) == ("", "60.0")
@@ -687,3 +703,30 @@ def test_cli_config_shows_the_s3_keys_as_set(tmp_path: Path) -> None:
     assert lines["s3_access_key"] == ["(set)"] and lines["s3_secret_key"] == ["(set)"]
     assert "cli-secret-value" not in done.stdout + done.stderr
     assert "AKIDCLITEST" not in done.stdout + done.stderr
+
+
+def test_web_and_notification_settings(tmp_path: Path) -> None:
+    s = load_settings(
+        environ=env(
+            tmp_path,
+            TRIAGE_WEB_PORT="off",
+            TRIAGE_VIEWER_URL="https://pacs.example/ui/app/#/study?StudyInstanceUID={study_uid}",
+            TRIAGE_NOTIFY_SMTP="mail.example:587",
+            TRIAGE_NOTIFY_FROM="triage@example.org",
+            TRIAGE_NOTIFY_TO="a@example.org, b@example.org",
+        )
+    )
+    assert s.web_port is None
+    assert s.notify_from == "triage@example.org"
+    assert s.notify_to == ("a@example.org", "b@example.org")
+    assert s.web_address == "http://127.0.0.1:8080"
+    with pytest.raises(ConfigError, match="TRIAGE_VIEWER_URL.*study_uid"):
+        load_settings(environ=env(tmp_path, TRIAGE_VIEWER_URL="https://viewer.example/"))
+    with pytest.raises(ConfigError, match="TRIAGE_WEB_PORT"):
+        load_settings(environ=env(tmp_path, TRIAGE_WEB_PORT="eighty"))
+    with pytest.raises(ConfigError, match="TRIAGE_NOTIFY_WEBHOOK_SECRET"):
+        load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_WEBHOOK="https://hooks.example/x"))
+    with pytest.raises(ConfigError, match="TRIAGE_NOTIFY_FROM"):
+        load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_SMTP="mail.example:25"))
+    with pytest.raises(ConfigError, match="not an e-mail address"):
+        load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_TO="nobody"))
