@@ -102,6 +102,12 @@ class FindingRow:
     #: the input's out-of-distribution score and threshold (None: the model has no reference)
     ood_score: float | None = None
     ood_threshold: float | None = None
+    #: a positive finding's evidence: where it is (LPS mm; a classifier's most salient point,
+    #: a segmentation model's lesion centre) and the object-store key of the lesion mask
+    key_point_lps: tuple[float, float, float] | None = None
+    lesion_mask_key: str | None = None
+    #: the series the model analysed ("" when not known)
+    series_instance_uid: str = ""
 
     @property
     def uncertain(self) -> bool:
@@ -213,7 +219,7 @@ class AcknowledgementRow:
 def finding_row(r: Result) -> FindingRow:
     """One model's result as the worklist shows it (``details`` unpacked)."""
     details = json.loads(r.details) if r.details else {}
-    centre = details.get("lesion_centre_lps")
+    centre = _point(details.get("lesion_centre_lps"))
     return FindingRow(
         r.model_name,
         r.model_version,
@@ -224,10 +230,18 @@ def finding_row(r: Result) -> FindingRow:
         r.priority,
         r.role,
         details.get("lesion_volume_ml"),
-        (float(centre[0]), float(centre[1]), float(centre[2])) if centre else None,
+        centre,
         r.ood_score,
         r.ood_threshold,
+        key_point_lps=_point(details.get("key_point_lps")),
+        lesion_mask_key=details.get("lesion_mask_key"),
+        series_instance_uid=r.series_instance_uid or "",
     )
+
+
+def _point(value: Sequence[float] | None) -> tuple[float, float, float] | None:
+    """An LPS point as ``details`` keeps it (a JSON list), or None."""
+    return (float(value[0]), float(value[1]), float(value[2])) if value else None
 
 
 class InstanceColumns(Protocol):

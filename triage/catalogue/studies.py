@@ -230,6 +230,10 @@ def _details_json(res: ModelResult) -> str | None:
         details["lesion_volume_ml"] = round(float(res.lesion_volume_ml), 4)
     if res.lesion_centre_lps is not None:
         details["lesion_centre_lps"] = [round(float(v), 2) for v in res.lesion_centre_lps]
+    if res.key_point_lps is not None:
+        details["key_point_lps"] = [round(float(v), 2) for v in res.key_point_lps]
+    if res.lesion_mask_key is not None:
+        details["lesion_mask_key"] = res.lesion_mask_key
     return json.dumps(details, sort_keys=True) if details else None
 
 

@@ -61,7 +61,53 @@ def finding_json(f: FindingRow) -> dict[str, Any]:
     if f.lesion_volume_ml is not None:  # a segmentation model's lesion
         out["lesion_volume_ml"] = f.lesion_volume_ml
         out["lesion_centre_lps"] = list(f.lesion_centre_lps) if f.lesion_centre_lps else None
+    if f.key_point_lps is not None:  # where the finding is: the key image's slice and marker
+        out["key_point_lps"] = list(f.key_point_lps)
     return out
+
+
+def row_notes(r: WorklistRow) -> list[str]:
+    """What a reader must know beside the priority: why not analysed, a held downgrade, an
+    uncertain input, an undelivered result (the terminal table's notes, the web page's)."""
+    reasons = [r.reason] if r.reason else []
+    if r.held_priority:
+        reasons.append(
+            f"a re-run says {r.held_priority}; it stays {r.priority or 'pending'} until a person "
+            f"accepts it: `triage ack {r.study_instance_uid} --reason ...`"
+        )
+    uncertain = [f for f in r.findings if f.uncertain]
+    if uncertain:
+        reasons.append(
+            "uncertain: input unlike the training data of "
+            + ", ".join(
+                f"{f.model_name} (OOD {f.ood_score:.1f} > {f.ood_threshold:.1f})"
+                for f in uncertain
+                if f.ood_score is not None and f.ood_threshold is not None
+            )
+            + "; not made urgent by it"
+        )
+    if r.delivery == DeliveryState.DEAD:
+        reasons.append("the result could not be delivered to the PACS (see `triage outbox`)")
+    return reasons
+
+
+def state_marks(r: WorklistRow) -> list[str]:
+    """Short marks after the state: a held downgrade, uncertain, SR undelivered."""
+    marks = [f"{r.held_priority} held"] if r.held_priority else []
+    if any(f.uncertain for f in r.findings):
+        marks.append("uncertain")
+    if r.delivery == DeliveryState.DEAD:
+        marks.append("SR undelivered")
+    return marks
+
+
+def top_finding_text(r: WorklistRow) -> str:
+    """The top finding's name, or "none flagged" when under its threshold ("-": no finding)."""
+    top = r.top_finding
+    if top is None:
+        return "-"
+    # a probability under the threshold is not a finding: do not name it as one
+    return top.name if top.probability >= top.threshold else "none flagged"
 
 
 def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
@@ -91,28 +137,8 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
     for i, r in enumerate(rows, 1):
         top = r.top_finding
         priority = r.priority or "pending"
-        state = r.state
-        reasons = [r.reason] if r.reason else []
-        if r.held_priority:
-            reasons.append(
-                f"a re-run says {r.held_priority}; it stays {priority} until a person accepts "
-                f"it: `triage ack {r.study_instance_uid} --reason ...`"
-            )
-            state = f"{state}, {r.held_priority} held"
-        uncertain = [f for f in r.findings if f.uncertain]
-        if uncertain:
-            reasons.append(
-                "uncertain: input unlike the training data of "
-                + ", ".join(
-                    f"{f.model_name} (OOD {f.ood_score:.1f} > {f.ood_threshold:.1f})"
-                    for f in uncertain
-                )
-                + "; not made urgent by it"
-            )
-            state = f"{state}, uncertain"
-        if r.delivery == DeliveryState.DEAD:
-            reasons.append("the result could not be delivered to the PACS (see `triage outbox`)")
-            state = f"{state}, SR undelivered"
+        reasons = row_notes(r)
+        state = ", ".join([r.state, *state_marks(r)])
         if reasons:
             notes.append(
                 f"[{len(notes) + 1}] {r.accession_number or r.study_instance_uid}: "
@@ -124,10 +150,7 @@ def worklist_table(rows: Sequence[WorklistRow], width: int = 120) -> Table:
             "Priority": Text(priority, style=_STYLE.get(priority, "")),
             "Accession": r.accession_number or "-",
             "Study": " ".join(x for x in (r.modality, r.study_description) if x) or "-",
-            # a probability under the threshold is not a finding: do not name it as one
-            "Top finding": (top.name if top.probability >= top.threshold else "none flagged")
-            if top
-            else "-",
+            "Top finding": top_finding_text(r),
             "P": f"{top.probability:.2f}" if top else "-",
             "State": state,
             "Received": r.received_at.strftime("%H:%M:%S"),
