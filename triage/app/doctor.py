@@ -103,41 +103,17 @@ def _pacs(settings: Settings) -> str | None:
         return "not set: results stay in the outbox"
     if settings.pacs_protocol == "dicomweb":
         return f"{settings.pacs}: results go by DICOMweb (see the DICOMweb check)"
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+    from triage.app.readiness import pacs_echo  # the probe /readyz makes too
 
-    from triage.dimse import NoDelayAE
-    from triage.receive.tls import sender_context
-
-    ae = NoDelayAE(ae_title=settings.ae_title)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.network_timeout = 10
-    tls = sender_context(settings) if settings.pacs_tls else None
-    node = settings.pacs
-    tls_args = (tls, node.host) if tls is not None else None
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
-    if not assoc.is_established:
-        how = "rejected" if assoc.is_rejected else "not established (not reachable, or aborted)"
-        raise RuntimeError(f"{node}: the association was {how}")
-    try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
-    if not status or status.Status != 0:
-        raise RuntimeError(f"{node}: C-ECHO failed")
-    return f"{node}: C-ECHO succeeded" + (" over TLS" if tls else "")
+    return pacs_echo(settings)
 
 
 def _dicomweb(settings: Settings) -> str | None:
     if not settings.dicomweb_url:
         return None
-    from triage.receive.dicomweb import http_error, make_client
+    from triage.app.readiness import dicomweb_query
 
-    client = make_client(settings)
-    try:
-        client.search_for_studies(limit=1)
-    except Exception as exc:
-        raise http_error(exc, settings.dicomweb_url, "study query") from exc
-    return f"{settings.dicomweb_url}: QIDO-RS answers"
+    return dicomweb_query(settings)
 
 
 def _hl7(settings: Settings) -> str | None:

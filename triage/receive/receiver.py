@@ -12,10 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import ssl
-import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +43,7 @@ from triage.dimse import (
 from triage.errors import StorageError
 from triage.receive.access import AccessList, allowed_callers, reject_if_refused
 from triage.receive.checks import Rejected, check_complete, check_pixel_data
+from triage.receive.counters import ReceiveStats
 from triage.receive.sop_classes import (
     IMAGE_TRANSFER_SYNTAXES,
     STORAGE_CLASSES,
@@ -63,22 +62,6 @@ log = logging.getLogger(__name__)
 ACCEPTED_TRANSFER_SYNTAXES = IMAGE_TRANSFER_SYNTAXES  # for image classes; see sop_classes
 
 RUNNING_MARKER = "state/receiver-running"
-
-
-@dataclass
-class ReceiveStats:
-    """Counters an operator (and the tests) can read while the receiver runs."""
-
-    stored: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    failed: int = 0
-    refused_associations: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
 
 
 def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceRecord:
@@ -195,7 +178,7 @@ class Receiver:
             raw = event.encoded_dataset()
         except Exception:
             log.exception("could not read the received data set")
-            self.stats.add("failed")
+            self.stats.add("failed", CANNOT_UNDERSTAND)
             return CANNOT_UNDERSTAND
         transfer_syntax = str(event.context.transfer_syntax)
         try:
@@ -253,7 +236,7 @@ class Receiver:
 
     def _reject(self, raw: bytes, rej: Rejected) -> int:
         self._quarantine(raw, rej.reason)
-        self.stats.add("rejected")
+        self.stats.add("rejected", rej.status)
         log.warning("rejected an instance (status 0x%04X): %s", rej.status, rej.reason)
         return rej.status
 
@@ -264,11 +247,11 @@ class Receiver:
             self.store.put(record.key, raw)
             new = self.catalogue.record_instance(record)
         except StorageError as exc:
-            self.stats.add("failed")
+            self.stats.add("failed", OUT_OF_RESOURCES)
             log.error("could not store an instance, answered 0xA700 so the sender retries: %s", exc)
             return OUT_OF_RESOURCES
         except Exception:
-            self.stats.add("failed")
+            self.stats.add("failed", OUT_OF_RESOURCES)
             log.exception("unexpected failure while storing; answered 0xA700")
             return OUT_OF_RESOURCES
         self.stats.add("stored" if new else "duplicates")
