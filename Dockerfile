@@ -3,9 +3,11 @@
 #   triage serve --role receiver    receive, hand-off, delivery (no models)
 #   triage serve --role worker      triage the studies of the shared catalogue
 #   triage db upgrade | triage doctor
+#   triage web                      the web worklist alone (also served by serve on 8080)
+#   triage users add NAME           an account of the web app (password from stdin)
 #
 #   docker build -t triage .
-#   docker run -p 11112:11112 -v triage-data:/data \
+#   docker run -p 11112:11112 -p 8080:8080 -v triage-data:/data \
 #     -e TRIAGE_PACS=ORTHANC@pacs.example:4242 triage
 # CPU torch by default; for a GPU image, base it on a CUDA runtime image and install the
 # matching torch==2.13.0 build instead of the CPU wheel below.
@@ -30,5 +32,5 @@ RUN pip install .
 RUN useradd --system --home /data triage && mkdir -p /data && chown triage /data
 USER triage
 VOLUME ["/data"]
-EXPOSE 11112
+EXPOSE 11112 8080
 CMD ["triage", "serve"]

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: demo test setup system-deps lint typecheck unit benchmark clean
+.PHONY: demo test setup system-deps lint typecheck unit benchmark screenshots clean
 
 demo: setup
 	$(BIN)/triage demo
@@ -51,6 +51,10 @@ typecheck: setup
 
 unit: setup
 	$(BIN)/pytest -m "not integration"
+
+# the README's screenshots of the web worklist: the demo, driven by a real browser (Chromium)
+screenshots: setup system-deps
+	$(BIN)/python docs/screenshots.py
 
 benchmark: setup system-deps
 	$(BIN)/python benchmarks/pipeline.py

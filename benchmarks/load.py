@@ -188,6 +188,7 @@ def start_node(home: Path, pacs: Orthanc, port: int, quiet: float, log_file: Pat
         TRIAGE_PORT=str(port),
         TRIAGE_AE_TITLE=TRIAGE_AE,
         TRIAGE_PACS=pacs.node,
+        TRIAGE_WEB_PORT="off",
         TRIAGE_DEVICE="cpu",
         TRIAGE_QUIET_SECONDS=f"{quiet:g}",
         TRIAGE_DELIVERY_BACKOFF_SECONDS="1",

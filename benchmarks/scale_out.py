@@ -137,6 +137,7 @@ def one_configuration(
         "PREFECT_API_URL": engines["prefect"].api_url,
         "TRIAGE_PACS": engines["orthanc"].node,
         "TRIAGE_PORT": str(port),
+        "TRIAGE_WEB_PORT": "off",
         "TRIAGE_QUIET_SECONDS": f"{args.quiet:g}",
         "TRIAGE_DEVICE": "cpu",
         "TRIAGE_LOG_LEVEL": "WARNING",

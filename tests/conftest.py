@@ -15,6 +15,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# the web app is off unless a test starts it on a port of its own (8080 may be taken, and
+# several nodes run at once)
+os.environ.setdefault("TRIAGE_WEB_PORT", "off")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ from rich.console import Console
 from triage.app.db_cli import db_app
 from triage.app.doctor import doctor
 from triage.app.models_cli import models_app
+from triage.app.outbox_cli import outbox_app
 from triage.app.runtime import StopSignal
+from triage.app.users_cli import users_app, web
 from triage.config import Settings, load_settings, parse_node
 from triage.errors import TriageError
 
@@ -22,11 +24,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-outbox_app = typer.Typer(help="The outbox of SRs waiting for the PACS.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(models_app, name="models")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
 app.command()(doctor)
+app.command()(web)
 
 console = Console()
 errors = Console(stderr=True)
@@ -96,7 +99,7 @@ def serve(
         raise TriageError(f"--role {role!r}: choose all, receiver or worker") from None
     settings = _settings()
     stop = StopSignal()  # before anything starts listening
-    node = start_node(settings, role=chosen)
+    node = start_node(settings, role=chosen, web=chosen is not NodeRole.WORKER)
     results = settings.pacs or "the outbox (TRIAGE_PACS not set)"
     if chosen is NodeRole.WORKER:
         console.print(f"triage worker {settings.worker}: triaging studies of the catalogue")
@@ -106,6 +109,8 @@ def serve(
             f"triage {what} {settings.ae_title} on {settings.host}:{node.port}; "
             f"results to {results}"
         )
+    if node.web is not None:
+        console.print(f"worklist on {node.web.url}")
     stop.wait()
     console.print("stopping: finishing the study in hand")
     node.stop()
@@ -315,59 +320,12 @@ def acknowledgements(
         )
 
 
-@outbox_app.command("list")
-def outbox_list(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """List SRs in the outbox with their state, tries and last error."""
-    from triage.catalogue import Catalogue
-
-    rows = Catalogue(load_settings().database_url).deliveries()
-    if as_json:
-        sys.stdout.write(
-            json.dumps(
-                [{**vars(r), "next_attempt_at": r.next_attempt_at.isoformat()} for r in rows],
-                indent=2,
-            )
-            + "\n"
-        )
-        return
-    for r in rows:
-        console.print(
-            f"{r.id:5} {r.kind:4} {r.state:9} tries={r.attempts:<3} {r.destination} "
-            f"{r.sop_instance_uid} {r.last_error or ''}"
-        )
-
-
-@outbox_app.command("retry")
-def outbox_retry() -> None:
-    """Queue every dead-lettered SR again (after the PACS is back)."""
-    from triage.catalogue import Catalogue
-    from triage.deliver.outbox import retry_dead
-
-    count = retry_dead(Catalogue(load_settings().database_url))
-    console.print(f"{count} delivery(ies) queued again")
-
-
-@outbox_app.command("drop")
-def outbox_drop(
-    ids: Annotated[list[int], typer.Argument(help="Outbox ids (from `triage outbox list`).")],
-) -> None:
-    """Remove dead-lettered items for good (e.g. a result the PACS must never get)."""
-    from triage.catalogue import Catalogue
-
-    catalogue = Catalogue(load_settings().database_url)
-    dropped = catalogue.drop_dead_deliveries(ids)
-    missing = sorted(set(ids) - set(dropped))
-    console.print(f"{len(dropped)} delivery(ies) dropped")
-    if missing:
-        errors.print(f"not dropped (unknown, or not dead: retry or wait for them): {missing}")
-        raise typer.Exit(1)
-
-
 @app.command()
 def demo(
     studies: Annotated[int, typer.Option(help="Number of analysable studies to send.")] = 6,
+    web: Annotated[
+        bool, typer.Option(help="Keep the web worklist up afterwards, until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Receive synthetic head CTs, triage them, deliver SRs and show the worklist."""
     import os
@@ -377,7 +335,7 @@ def demo(
     if "TRIAGE_LOG_LEVEL" not in os.environ:  # keep the progress bars readable
         os.environ["TRIAGE_LOG_LEVEL"] = "WARNING"
     settings = _settings()
-    raise typer.Exit(run_demo(settings, studies, console))
+    raise typer.Exit(run_demo(settings, studies, console, web=web))
 
 
 def main() -> None:

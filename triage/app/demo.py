@@ -22,6 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from triage.app.runtime import StopSignal
+from triage.catalogue import Catalogue
 from triage.config import AllowedAE, DicomNode, Settings
 from triage.results import DeliveryState, StudyState
 from triage.synthetic.phantom import head_phantom
@@ -99,7 +101,9 @@ def _uid(*parts: str) -> str:
     return str(generate_uid(entropy_srcs=["triage-demo", *parts]))
 
 
-def run_demo(settings: Settings, count: int, console: Console) -> int:
+def run_demo(settings: Settings, count: int, console: Console, web: bool = False) -> int:
+    """Send ``count`` synthetic studies through a node and show the worklist. ``web``: the
+    web app too, with a demo login; it stays up after the demo until Ctrl-C or SIGTERM."""
     from triage.app.node import start_node
     from triage.synthetic.standin_pacs import StandInPacs
 
@@ -123,16 +127,44 @@ def run_demo(settings: Settings, count: int, console: Console) -> int:
         settings = dataclasses.replace(settings, port=0)  # any free port
     console.print(f"[bold]state:[/] {settings.home}")
     console.print("starting the node (Prefect's embedded API takes a few seconds)...")
-    node = start_node(settings)
+    if web and settings.web_port is None:
+        settings = dataclasses.replace(settings, web_port=8080)
+    node = start_node(settings, web=web)
     try:
-        return _drive(settings, node.port, node.svc, count, console)
+        login = demo_login(node.svc.catalogue) if node.web is not None else None
+        code = drive_demo(settings, node.port, node.svc, count, console)
+        if node.web is not None and login is not None:
+            stop = StopSignal()
+            console.print(
+                f"[bold]worklist:[/] {node.web.url}/worklist - log in as [bold]{login[0]}[/] "
+                f"with password [bold]{login[1]}[/] (an admin of this demo only). "
+                "Ctrl-C stops it."
+            )
+            stop.wait()
+        return code
     finally:
         node.stop()
         if standin is not None:
             standin.stop()
 
 
-def _drive(settings: Settings, port: int, svc: Services, count: int, console: Console) -> int:
+def demo_login(catalogue: Catalogue) -> tuple[str, str]:
+    """The demo's admin account, with a fresh random password each run."""
+    import secrets
+
+    from triage.worklist.passwords import hash_password
+
+    name, password = "demo", secrets.token_urlsafe(12)
+    if catalogue.user(name) is None:
+        catalogue.add_user(name, "admin", hash_password(password))
+    else:
+        catalogue.set_password(name, hash_password(password))
+    return name, password
+
+
+def drive_demo(settings: Settings, port: int, svc: Services, count: int, console: Console) -> int:
+    """Send the demo studies to the node on ``port``, wait for their results, print the
+    worklist; 0 when every study was triaged and its SR delivered."""
     studies = write_demo_studies(settings.home / "demo-studies", count)
     uids = {s.study_instance_uid for s in studies}
     expected_srs = len(studies)  # a result, or why there is none, for every study

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from triage.app.prefect_api import EmbeddedPrefectAPI, check_prefect_server
 from triage.app.services import Services, serve_in_this_process
@@ -31,6 +32,9 @@ from triage.errors import StorageError
 from triage.receive.receiver import Receiver
 from triage.receive.tls import sender_context
 from triage.results import Priority, StudyState
+
+if TYPE_CHECKING:
+    from triage.worklist.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class TriageNode:
         self._threads: list[threading.Thread] = []
         #: run after the loops have stopped (start_node closes the services there)
         self.after_stop: list[Callable[[], object]] = []
+        #: the web app, when this node serves it (`start_node(web=True)`)
+        self.web: WebServer | None = None
 
     def start(self) -> None:
         released = self.svc.catalogue.release_dead_leases()
@@ -297,12 +303,14 @@ def start_node(
     poll_seconds: float = 0.5,
     warm_up: bool = True,
     role: NodeRole = NodeRole.ALL,
+    web: bool = False,
 ) -> TriageNode:
     """Open the services, wire the Prefect flows (triage, delivery, and pull when
     TRIAGE_PULL_INTERVAL is set) and start the node. ``warm_up`` starts Prefect's API before
     the first study (False where it already runs, e.g. a test harness). ``role``: the whole
-    node, or its receiver or worker part (`NodeRole`). ``node.stop()`` also closes the
-    services."""
+    node, or its receiver or worker part (`NodeRole`). ``web``: also the web app on
+    TRIAGE_WEB_PORT (unless it is off), as `triage serve` does for the whole node and the
+    receiver. ``node.stop()`` also closes the services."""
     from triage.app.runtime import configure_prefect
 
     configure_prefect(settings)  # before prefect is imported
@@ -344,6 +352,11 @@ def start_node(
     node.after_stop += [svc.close, lambda: serve_in_this_process(None)]
     try:
         node.start()
+        if web and settings.web_port is not None:
+            from triage.app.web_app import start_web
+
+            node.web = start_web(settings, svc.catalogue, svc.store)
+            node.after_stop.append(node.web.stop)
     except BaseException:
         node.stop()
         raise

@@ -1,4 +1,5 @@
-"""A built-in stand-in PACS for the demo: a Storage SCP that keeps every SR it receives.
+"""A built-in stand-in PACS for the demo: a Storage SCP that keeps every result it receives
+(the SRs, and the key object selection and segmentation that come with a positive finding).
 
 It is not a PACS: no query, no worklist. It exists so the demo shows delivery working on a
 machine with no PACS. Point TRIAGE_PACS at a real one (Orthanc, ...) to use that instead.
@@ -15,6 +16,8 @@ from pydicom.uid import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
     EnhancedSRStorage,
+    KeyObjectSelectionDocumentStorage,
+    SegmentationStorage,
 )
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
@@ -28,6 +31,7 @@ SR_CLASSES = (
     EnhancedSRStorage,
     BasicTextSRStorage,
 )
+RESULT_CLASSES = (*SR_CLASSES, KeyObjectSelectionDocumentStorage, SegmentationStorage)
 
 
 class StandInPacs:
@@ -48,7 +52,7 @@ class StandInPacs:
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         ae = AE(ae_title=self.ae_title)
-        for sop_class in SR_CLASSES:
+        for sop_class in RESULT_CLASSES:
             ae.add_supported_context(sop_class)
         handlers: list[Any] = [(evt.EVT_C_STORE, self._handle)]
         server = ae.start_server((host, port), block=False, evt_handlers=handlers)
