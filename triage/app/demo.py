@@ -204,7 +204,7 @@ def drive_demo(settings: Settings, port: int, svc: Services, count: int, console
             ok = sum(
                 1
                 for d in svc.catalogue.deliveries([DeliveryState.DELIVERED])
-                if d.study_instance_uid in uids
+                if d.study_instance_uid in uids and d.kind == "sr"
             )
             progress.update(triaged, completed=done)
             progress.update(delivered, completed=ok)

@@ -125,6 +125,11 @@ def test_the_worklist_in_a_browser(
         expect(page.locator("body")).to_contain_text("ich_classifier")
         page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
 
+        page.click("nav >> text=Models")  # versions and roles, evaluation, live scores
+        expect(page.locator("body")).to_contain_text("ich_classifier")
+        expect(page.locator("body")).to_contain_text("lesion_segmenter")
+        assert page.locator("svg.plot").count() >= 2  # a live score histogram per version
+
         page.click("#logout")
         expect(page).to_have_url(f"{url}/login")
         page.goto(f"{url}/worklist")
