@@ -7,25 +7,35 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from support.orthanc import free_port
 from support.serve import triage_command
+from typer.testing import CliRunner
 
+from triage.app.cli import app
 from triage.catalogue import Catalogue
+from triage.errors import TriageError
 
 
-def triage(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
-    return subprocess.run(
-        [*triage_command(), *args],
-        input=stdin,
-        env={**env, "TRIAGE_HOME": str(home), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def triage(home: Path, *args: str, stdin: str = "") -> Ran:
+    """The command in this process (as `main` runs it: a TriageError exits with 2)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("TRIAGE_")}
+    result = CliRunner().invoke(
+        app, list(args), input=stdin, env={**dict.fromkeys(env), "TRIAGE_HOME": str(home)}
     )
+    if isinstance(result.exception, TriageError):
+        return Ran(2, result.stdout, str(result.exception))
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def test_users_add_list_passwd_remove(tmp_path: Path) -> None:
