@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, make_url
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -132,15 +132,29 @@ class Database:
         ``time.monotonic()`` value), or ``lock_wait_seconds`` set, the tries together wait that
         long at most, and then raise StorageError like any other failure.
         """
+        return self._retrying(self.session, work, attempts, deadline)
+
+    def write(self, work: Callable[[Connection], T], deadline: float | None = None) -> T:
+        """``transaction`` on a Core connection instead of an ORM session: for the writes made
+        for every received instance, where a session's set-up costs more than the work."""
+        return self._retrying(self.engine.begin, work, 5, deadline)
+
+    def _retrying(
+        self,
+        begin: Callable[[], AbstractContextManager[Any]],
+        work: Callable[[Any], T],
+        attempts: int,
+        deadline: float | None,
+    ) -> T:
         if deadline is None and self.lock_wait_seconds is not None:
             deadline = time.monotonic() + self.lock_wait_seconds
         attempt = 0
         while True:
             try:
-                with self.session() as session:
+                with begin() as handle:
                     if deadline is not None:
-                        self._limit_lock_wait(session, deadline - time.monotonic())
-                    return work(session)
+                        self._limit_lock_wait(handle, deadline - time.monotonic())
+                    return work(handle)
             except OperationalError as exc:
                 message = str(exc.orig).lower()
                 busy = "locked" in message or "busy" in message
@@ -156,10 +170,11 @@ class Database:
             time.sleep(pause)
             attempt += 1
 
-    def _limit_lock_wait(self, session: Session, seconds: float) -> None:
+    def _limit_lock_wait(self, handle: Session | Connection, seconds: float) -> None:
         """Wait at most ``seconds`` for a lock in this transaction."""
         millis = max(1, int(seconds * 1000))
+        conn = handle.connection() if isinstance(handle, Session) else handle
         if self.engine.dialect.name == "sqlite":  # reset when the connection is checked in
-            session.connection().exec_driver_sql(f"PRAGMA busy_timeout={millis}")
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={millis}")
         elif self.engine.dialect.name == "postgresql":  # ends with the transaction
-            session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")

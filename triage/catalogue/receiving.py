@@ -9,15 +9,34 @@ DIMSE timeout allows (``RECORD_LOCK_WAIT_SECONDS``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, case, func, insert, null, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from triage.catalogue.database import Database
 from triage.catalogue.rows import InstanceRecord
-from triage.catalogue.tables import RECEIVING, Instance, Series, Study, study_row, utcnow
+from triage.catalogue.tables import RECEIVING, Instance, Series, Study, utcnow
 from triage.errors import StorageError
+
+KNOWN_IDS_LIMIT = 20_000  # studies and series whose ids a receiver remembers
+
+
+class _KnownIds:
+    """Study and series ids by UID."""
+
+    def __init__(self) -> None:
+        self.studies: dict[str, int] = {}
+        self.series: dict[str, int] = {}
+
+    def remember(self, other: _KnownIds) -> None:
+        for mine, theirs in ((self.studies, other.studies), (self.series, other.series)):
+            if len(mine) > KNOWN_IDS_LIMIT:
+                mine.clear()
+            mine.update(theirs)
 
 
 class Receiving(Database):
@@ -47,77 +66,37 @@ class Receiving(Database):
         0xA700 so that the sender retries. The bytes it stored stay in the store: the retry
         catalogues them, or the reconciliation after an unclean stop does.
         """
+        return self.record_instances([rec])[0]
+
+    def record_instances(self, recs: Sequence[InstanceRecord]) -> list[bool]:
+        """Catalogue stored instances in one transaction, each as ``record_instance`` would
+        one after the other; for each, False when it was already there. All or none: a
+        StorageError means none of them was catalogued."""
+        if not recs:
+            return []
         deadline = time.monotonic() + self.record_lock_wait_seconds
-
-        def work(s: Session) -> bool:
-            if s.scalar(
-                select(Instance.id).where(Instance.sop_instance_uid == rec.sop_instance_uid)
-            ):
-                return False
-            now = utcnow()
-            study = study_row(s, rec.study_instance_uid)
-            if study is None:
-                study = Study(
-                    study_instance_uid=rec.study_instance_uid,
-                    accession_number=rec.accession_number,
-                    patient_id=rec.patient_id,
-                    study_description=rec.study_description,
-                    study_date=rec.study_date,
-                    first_received_at=now,
-                    last_instance_at=now,
-                    state=RECEIVING,
-                    generation=1,
-                )
-                s.add(study)
-                s.flush()
-            elif rec.triage_input:
-                study.last_instance_at = now
-                if study.state != RECEIVING:
-                    study.state = RECEIVING
-                    study.generation += 1  # a worker triaging the old one is fenced off
-                    study.lease_expires = None
-            elif study.state == RECEIVING:
-                study.last_instance_at = now
-            series = s.scalar(
-                select(Series).where(Series.series_instance_uid == rec.series_instance_uid)
-            )
-            if series is None:
-                series = Series(
-                    study_id=study.id,
-                    series_instance_uid=rec.series_instance_uid,
-                    modality=rec.modality,
-                    body_part=rec.body_part,
-                    series_description=rec.series_description,
-                    series_number=rec.series_number,
-                    convolution_kernel=rec.convolution_kernel,
-                    slice_thickness=rec.slice_thickness,
-                    contrast_agent=rec.contrast_agent,
-                )
-                s.add(series)
-                s.flush()
-            s.add(
-                Instance(
-                    series_id=series.id,
-                    sop_instance_uid=rec.sop_instance_uid,
-                    sop_class_uid=rec.sop_class_uid,
-                    transfer_syntax_uid=rec.transfer_syntax_uid,
-                    image_type=rec.image_type,
-                    frames=rec.frames,
-                    key=rec.key,
-                    size=rec.size,
-                    received_at=now,
-                )
-            )
-            return True
-
+        known = self._known_ids()
         for _ in range(5):
             try:
-                return self.transaction(work, deadline=deadline)
+                outcome, learned = self.write(
+                    lambda conn: _record(conn, recs, known), deadline=deadline
+                )
             except IntegrityError:
                 # another writer created the same study, series or instance at the same moment:
                 # run again; it now finds their rows (and False if the instance itself was theirs)
                 continue
-        raise StorageError(f"catalogue write of {rec.sop_instance_uid} kept conflicting; retry")
+            known.remember(learned)
+            return outcome
+        uids = ", ".join(r.sop_instance_uid for r in recs[:3])
+        raise StorageError(f"catalogue write of {uids} kept conflicting; retry")
+
+    def _known_ids(self) -> _KnownIds:
+        """Ids of studies and series committed before (rows are never deleted or renumbered):
+        the receiver's writes skip looking them up again."""
+        known = self.__dict__.get("_receiving_ids")
+        if known is None:
+            known = self.__dict__.setdefault("_receiving_ids", _KnownIds())
+        return known
 
     def catalogued_keys(self, prefix: str = "") -> set[str]:
         with self.session() as s:
@@ -133,3 +112,154 @@ class Receiving(Database):
                 .where(Study.study_instance_uid == study_uid)
             )
             return int(count or 0)
+
+
+# The statements of record_instances, built once (SQLAlchemy caches their compiled form)
+_INSTANCES, _STUDIES, _SERIES = Instance.__table__, Study.__table__, Series.__table__
+_UIDS = bindparam("uids", expanding=True)
+_PRESENT = select(_INSTANCES.c.sop_instance_uid).where(_INSTANCES.c.sop_instance_uid.in_(_UIDS))
+_STUDY_IDS = select(_STUDIES.c.study_instance_uid, _STUDIES.c.id).where(
+    _STUDIES.c.study_instance_uid.in_(_UIDS)
+)
+_SERIES_IDS = select(_SERIES.c.series_instance_uid, _SERIES.c.id).where(
+    _SERIES.c.series_instance_uid.in_(_UIDS)
+)
+_REOPENS = _STUDIES.c.state != RECEIVING
+# one statement, so the row's own values decide: an analysed image re-opens a study that is
+# not receiving (generation + 1: a worker triaging the older generation is fenced off)
+_ANALYSED_IMAGE = (
+    update(_STUDIES)
+    .where(_STUDIES.c.id == bindparam("study"))
+    .values(
+        last_instance_at=bindparam("now"),
+        generation=case((_REOPENS, _STUDIES.c.generation + 1), else_=_STUDIES.c.generation),
+        lease_expires=case((_REOPENS, null()), else_=_STUDIES.c.lease_expires),
+        state=RECEIVING,
+    )
+)
+_OTHER_INSTANCE = (
+    update(_STUDIES)
+    .where(_STUDIES.c.id == bindparam("study"), _STUDIES.c.state == RECEIVING)
+    .values(last_instance_at=bindparam("now"))
+)
+
+
+def _record(
+    conn: Connection, recs: Sequence[InstanceRecord], known: _KnownIds
+) -> tuple[list[bool], _KnownIds]:
+    """One try: what each record was (new or not), and the ids it found or made."""
+    learned = _KnownIds()
+    present = set(conn.scalars(_PRESENT, {"uids": list({r.sop_instance_uid for r in recs})}))
+    outcome, new = [], []
+    for r in recs:
+        fresh = r.sop_instance_uid not in present
+        outcome.append(fresh)
+        if fresh:
+            present.add(r.sop_instance_uid)
+            new.append(r)
+    if not new:
+        return outcome, learned
+    now = utcnow()
+    studies = _studies(conn, new, now, known, learned)
+    series = _series(conn, new, studies, known, learned)
+    conn.execute(
+        insert(_INSTANCES),
+        [
+            {
+                "series_id": series[r.series_instance_uid],
+                "sop_instance_uid": r.sop_instance_uid,
+                "sop_class_uid": r.sop_class_uid,
+                "transfer_syntax_uid": r.transfer_syntax_uid,
+                "image_type": r.image_type,
+                "frames": r.frames,
+                "key": r.key,
+                "size": r.size,
+                "received_at": now,
+            }
+            for r in new
+        ],
+    )
+    return outcome, learned
+
+
+def _ids(
+    conn: Connection, query: Any, wanted: dict[str, InstanceRecord], known: dict[str, int]
+) -> dict[str, int]:
+    ids = {uid: known[uid] for uid in wanted if uid in known}
+    missing = [uid for uid in wanted if uid not in ids]
+    if missing:
+        ids.update({uid: row_id for uid, row_id in conn.execute(query, {"uids": missing})})
+    return ids
+
+
+def _studies(
+    conn: Connection,
+    new: list[InstanceRecord],
+    now: datetime,
+    known: _KnownIds,
+    learned: _KnownIds,
+) -> dict[str, int]:
+    """Each study's id: its row created by its first instance, or its state and arrival time
+    updated as record_instance says."""
+    first: dict[str, InstanceRecord] = {}
+    analysed: set[str] = set()
+    for r in new:
+        first.setdefault(r.study_instance_uid, r)
+        if r.triage_input:
+            analysed.add(r.study_instance_uid)
+    ids = _ids(conn, _STUDY_IDS, first, known.studies)
+    for uid, r in first.items():
+        if uid not in ids:
+            created = conn.execute(
+                insert(_STUDIES),
+                {
+                    "study_instance_uid": uid,
+                    "accession_number": r.accession_number,
+                    "patient_id": r.patient_id,
+                    "study_description": r.study_description,
+                    "study_date": r.study_date,
+                    "first_received_at": now,
+                    "last_instance_at": now,
+                    "state": RECEIVING,
+                    "generation": 1,
+                },
+            )
+            ids[uid] = int(created.inserted_primary_key[0])
+        else:
+            change = _ANALYSED_IMAGE if uid in analysed else _OTHER_INSTANCE
+            conn.execute(change, {"study": ids[uid], "now": now})
+    learned.studies.update(ids)
+    return ids
+
+
+def _series(
+    conn: Connection,
+    new: list[InstanceRecord],
+    studies: dict[str, int],
+    known: _KnownIds,
+    learned: _KnownIds,
+) -> dict[str, int]:
+    """Each series' id, its row created from its first instance when new."""
+    first: dict[str, InstanceRecord] = {}
+    for r in new:
+        first.setdefault(r.series_instance_uid, r)
+    ids = _ids(conn, _SERIES_IDS, first, known.series)
+    for uid, r in first.items():
+        if uid not in ids:
+            created = conn.execute(
+                insert(_SERIES),
+                {
+                    "study_id": studies[r.study_instance_uid],
+                    "series_instance_uid": uid,
+                    "modality": r.modality,
+                    "body_part": r.body_part,
+                    "series_description": r.series_description,
+                    "series_number": r.series_number,
+                    "convolution_kernel": r.convolution_kernel,
+                    "slice_thickness": r.slice_thickness,
+                    "contrast_agent": r.contrast_agent,
+                },
+            )
+            ids[uid] = int(created.inserted_primary_key[0])
+    learned.series.update(ids)
+    return ids

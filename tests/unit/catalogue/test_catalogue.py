@@ -337,6 +337,25 @@ def test_late_instance_during_triage_bumps_the_generation(cat: Catalogue) -> Non
     assert cat.study_state("1.1") == (TRIAGED, 2)
 
 
+def test_a_batch_of_instances_is_recorded_as_one_after_the_other(cat: Catalogue) -> None:
+    """record_instances: one transaction, the same outcome as record_instance in order."""
+    add_study(cat, "1.1")
+    cat.finish_triage("1.1", claimed(cat, "1.1"), [], Priority.ROUTINE, None)
+    batch = [
+        rec("1.1", sop="1.1.late"),
+        rec("1.1", sop="1.1.late"),  # the same instance twice: stored once
+        rec("1.4", sop="1.4.1"),
+        rec("1.4", sop="1.4.2"),
+        rec("1.1", sop="1.1.9.0"),  # catalogued before
+        rec("1.1", sop="1.1.late2"),
+    ]
+    assert cat.record_instances(batch) == [True, False, True, True, False, True]
+    assert cat.study_state("1.1") == (RECEIVING, 2)  # re-opened once, not once per image
+    assert cat.study_state("1.4") == (RECEIVING, 1)
+    assert cat.counts() == {"instances": 5, RECEIVING: 2}
+    assert cat.record_instances([]) == []
+
+
 def test_late_instance_after_triage_reopens_the_study(cat: Catalogue) -> None:
     add_study(cat, "1.1")
     g = claimed(cat, "1.1")
