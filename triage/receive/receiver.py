@@ -44,6 +44,7 @@ from triage.errors import StorageError
 from triage.receive.access import AccessList, allowed_callers, reject_if_refused
 from triage.receive.checks import Rejected, check_complete, check_pixel_data
 from triage.receive.counters import ReceiveStats
+from triage.receive.network import start_server
 from triage.receive.sop_classes import (
     IMAGE_TRANSFER_SYNTAXES,
     STORAGE_CLASSES,
@@ -322,10 +323,7 @@ class Receiver:
             (evt.EVT_C_STORE, self.handle_store),
         ]
         try:
-            server = ae.start_server(
-                (host, port), block=False, ssl_context=self.tls, evt_handlers=handlers
-            )
-            assert server is not None
+            server = start_server(ae, (host, port), ssl_context=self.tls, evt_handlers=handlers)
         except OSError as exc:
             raise StorageError(
                 f"cannot listen on {host}:{port} ({exc.strerror}): is another receiver running? "
