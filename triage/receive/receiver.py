@@ -43,6 +43,7 @@ from triage.dimse import (
 from triage.errors import StorageError
 from triage.receive.access import AccessList, allowed_callers, reject_if_refused
 from triage.receive.checks import Rejected, check_complete, check_pixel_data
+from triage.receive.commit import GroupCommit
 from triage.receive.counters import ReceiveStats
 from triage.receive.network import start_server
 from triage.receive.sop_classes import (
@@ -146,6 +147,7 @@ class Receiver:
         register_storage(self.accepted)
         self._accepted = frozenset(self.accepted)
         self.stats = ReceiveStats()
+        self._commits = GroupCommit()
         self._server: ThreadedAssociationServer | None = None
 
     @classmethod
@@ -242,11 +244,11 @@ class Receiver:
         return rej.status
 
     def _keep(self, raw: bytes, record: InstanceRecord) -> int:
-        """Store durably, then catalogue; success only when both are done."""
+        """Store durably, then catalogue (together with what other associations receive at
+        the same moment: `triage.receive.commit`); success only when both are done."""
         try:
             # no look-up first: a duplicate lands on the same key, and the catalogue says so
-            self.store.put(record.key, raw)
-            new = self.catalogue.record_instance(record)
+            new = self._commits.keep(self.store, self.catalogue, raw, record)
         except StorageError as exc:
             self.stats.add("failed", OUT_OF_RESOURCES)
             log.error("could not store an instance, answered 0xA700 so the sender retries: %s", exc)

@@ -2,6 +2,8 @@
 
 Keys look like ``raw/<study>/<series>/<sop>.dcm``. The local folder backend writes durably
 (temporary file, fsync, rename, fsync of the folder) so that a write that returned is on disk.
+It also writes in two steps (``stage``, then ``publish`` of several at once) so that writers
+running at the same time share the fsync of a folder (`triage.receive.commit`).
 `triage.store.s3.S3Store` implements the same small interface on an S3 bucket.
 """
 
@@ -11,9 +13,10 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from triage.config_values import S3Access
 from triage.errors import ConfigError, StorageError
@@ -31,6 +34,24 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An object written and fsynced under a temporary name beside its key, not yet in place."""
+
+    key: str
+    temporary: Path
+    target: Path
+
+
+@runtime_checkable
+class StagingStore(ObjectStore, Protocol):
+    """A store that can write in two steps: ``put`` is ``publish([stage(key, data)])``."""
+
+    def stage(self, key: str, data: bytes) -> Staged: ...
+
+    def publish(self, staged: Sequence[Staged]) -> list[StorageError | None]: ...
 
 
 class LocalStore:
@@ -64,6 +85,13 @@ class LocalStore:
         self._known_dirs.add(folder)
 
     def put(self, key: str, data: bytes) -> None:
+        (error,) = self.publish([self.stage(key, data)])
+        if error is not None:
+            raise error
+
+    def stage(self, key: str, data: bytes) -> Staged:
+        """Write ``data`` under a temporary name in its key's folder and fsync it; nothing is
+        under ``key`` until ``publish``. StorageError when it cannot be written."""
         target = self.path(key)
         try:
             self._ensure_dir(target.parent)
@@ -73,15 +101,42 @@ class LocalStore:
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())
-                os.replace(tmp, target)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(target.parent)
         except OSError as exc:
             self._known_dirs.discard(target.parent)
-            raise StorageError(f"cannot write {key} to {self.root}: {exc.strerror or exc}") from exc
+            raise self._failed(key, exc) from exc
+        return Staged(key, Path(tmp), target)
+
+    def publish(self, staged: Sequence[Staged]) -> list[StorageError | None]:
+        """Move staged objects under their keys, then fsync each folder once: when this
+        returns, each object whose entry is None is durable under its key. A failed one is
+        not in place (its temporary file is gone), or not durably so."""
+        errors: list[StorageError | None] = [None] * len(staged)
+        folders: dict[Path, list[int]] = {}
+        for i, item in enumerate(staged):
+            try:
+                os.replace(item.temporary, item.target)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.temporary)
+                self._known_dirs.discard(item.target.parent)
+                errors[i] = self._failed(item.key, exc)
+                continue
+            folders.setdefault(item.target.parent, []).append(i)
+        for folder, members in folders.items():
+            try:
+                _fsync_dir(folder)
+            except OSError as exc:
+                self._known_dirs.discard(folder)
+                for i in members:
+                    errors[i] = self._failed(staged[i].key, exc)
+        return errors
+
+    def _failed(self, key: str, exc: OSError) -> StorageError:
+        return StorageError(f"cannot write {key} to {self.root}: {exc.strerror or exc}")
 
     def get(self, key: str) -> bytes:
         try:

@@ -539,10 +539,13 @@ class FailingCatalogue:
         return self.real.has_instance(sop_instance_uid)
 
     def record_instance(self, rec: InstanceRecord) -> bool:
+        return self.record_instances([rec])[0]
+
+    def record_instances(self, recs: list[InstanceRecord]) -> list[bool]:
         if self.failures > 0:
             self.failures -= 1
             raise StorageError("catalogue write failed: database or disk is full")
-        return self.real.record_instance(rec)
+        return self.real.record_instances(recs)
 
 
 def test_catalogue_failure_answers_a700_and_the_retry_is_catalogued(
