@@ -15,13 +15,14 @@ import ssl
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from triage.attributes import (
@@ -46,6 +47,7 @@ from triage.receive.checks import Rejected, check_complete, check_pixel_data
 from triage.receive.commit import GroupCommit
 from triage.receive.counters import ReceiveStats
 from triage.receive.network import start_server
+from triage.receive.part10 import file_header
 from triage.receive.sop_classes import (
     IMAGE_TRANSFER_SYNTAXES,
     STORAGE_CLASSES,
@@ -178,7 +180,15 @@ class Receiver:
     def handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE handler: returns a status, never raises."""
         try:
-            raw = event.encoded_dataset()
+            request = cast(C_STORE, event.request)  # the bytes as received, as a Part 10 file
+            raw = (
+                file_header(
+                    str(request.AffectedSOPClassUID or ""),
+                    str(request.AffectedSOPInstanceUID or ""),
+                    str(event.context.transfer_syntax),
+                )
+                + cast(io.BytesIO, request.DataSet).getvalue()
+            )
         except Exception:
             log.exception("could not read the received data set")
             self.stats.add("failed", CANNOT_UNDERSTAND)
