@@ -155,3 +155,37 @@ def test_open_store_refuses_what_cannot_be_a_bucket_and_prefix(url: str) -> None
         open_store(url, access)
     assert "TRIAGE_STORE" in str(info.value)
     assert "do-not-print-me" not in str(info.value)
+
+
+def test_staged_objects_appear_only_when_published(store: LocalStore) -> None:
+    first = store.stage("raw/s/e/1.dcm", b"one")
+    second = store.stage("raw/s/e/2.dcm", b"two")
+    assert not store.exists("raw/s/e/1.dcm")
+    assert list(store.keys()) == []  # the temporary files are not objects
+    assert first.temporary.read_bytes() == b"one"
+    assert store.publish([first, second]) == [None, None]
+    assert store.get("raw/s/e/1.dcm") == b"one"
+    assert store.get("raw/s/e/2.dcm") == b"two"
+    assert not [p for p in store.root.rglob(".incoming-*")]
+
+
+def test_a_publish_that_fails_for_one_object_keeps_the_others(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = store.stage("raw/s/e/1.dcm", b"one")
+    bad = store.stage("raw/s/e/2.dcm", b"two")
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if str(dst).endswith("2.dcm"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    first, second = store.publish([good, bad])
+    monkeypatch.undo()
+    assert first is None
+    assert isinstance(second, StorageError) and "No space left on device" in str(second)
+    assert store.get("raw/s/e/1.dcm") == b"one"
+    assert not store.exists("raw/s/e/2.dcm")
+    assert not [p for p in store.root.rglob(".incoming-*")]
