@@ -288,9 +288,11 @@ def start_server(
     if not prompt_reactors_supported():
         log.warning(
             "pynetdicom %s is not the one the receiver's event-driven reactors were checked "
-            "against (%s, triage/receive/network.py): running on its stock, polling reactors",
+            "against (%s; changed since: %s; see triage/receive/network.py): the receiver runs "
+            "on pynetdicom's stock, polling reactors",
             pynetdicom.__version__,
             ", ".join(sorted(CHECKED_VERSIONS)),
+            ", ".join(changed_since_checked()) or "none",
         )
         server = ae.start_server(
             address, block=False, ssl_context=ssl_context, evt_handlers=evt_handlers
