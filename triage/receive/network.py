@@ -185,10 +185,13 @@ class PromptDUL(DULServiceProvider):
 
 class PromptSocket(AssociationSocket):
     """Reads a PDU in as few ``recv`` calls as the socket allows (stock: 4096 bytes a call,
-    each a release and re-acquisition of the GIL)."""
+    each a release and re-acquisition of the GIL). A TLS socket reads as stock: its own
+    ``recv`` completes the handshake (`triage.receive.tls`)."""
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
+        if isinstance(sock, ssl.SSLSocket):
+            return super().recv(nr_bytes)
         data = bytearray(nr_bytes)
         view = memoryview(data)
         got = 0
