@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, case, func, insert, null, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import BindParameter, Table, bindparam, case, func, insert, null, select, update
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 
 from triage.catalogue.database import Database
@@ -115,8 +115,10 @@ class Receiving(Database):
 
 
 # The statements of record_instances, built once (SQLAlchemy caches their compiled form)
-_INSTANCES, _STUDIES, _SERIES = Instance.__table__, Study.__table__, Series.__table__
-_UIDS = bindparam("uids", expanding=True)
+_INSTANCES = cast(Table, Instance.__table__)
+_STUDIES = cast(Table, Study.__table__)
+_SERIES = cast(Table, Series.__table__)
+_UIDS: BindParameter[list[str]] = bindparam("uids", expanding=True)
 _PRESENT = select(_INSTANCES.c.sop_instance_uid).where(_INSTANCES.c.sop_instance_uid.in_(_UIDS))
 _STUDY_IDS = select(_STUDIES.c.study_instance_uid, _STUDIES.c.id).where(
     _STUDIES.c.study_instance_uid.in_(_UIDS)
@@ -224,7 +226,7 @@ def _studies(
                     "generation": 1,
                 },
             )
-            ids[uid] = int(created.inserted_primary_key[0])
+            ids[uid] = _new_id(created)
         else:
             change = _ANALYSED_IMAGE if uid in analysed else _OTHER_INSTANCE
             conn.execute(change, {"study": ids[uid], "now": now})
@@ -260,6 +262,12 @@ def _series(
                     "contrast_agent": r.contrast_agent,
                 },
             )
-            ids[uid] = int(created.inserted_primary_key[0])
+            ids[uid] = _new_id(created)
     learned.series.update(ids)
     return ids
+
+
+def _new_id(created: CursorResult[Any]) -> int:
+    key = created.inserted_primary_key
+    assert key is not None
+    return int(key[0])
