@@ -292,9 +292,11 @@ def triage_peer(work: Path) -> Iterator[tuple[str, int, Callable[[], int]]]:
 
         return wrapper
 
-    store.put = timed(store.put, "store_put")  # type: ignore[method-assign]
-    catalogue.has_instance = timed(catalogue.has_instance, "has_instance")  # type: ignore[method-assign]
-    catalogue.record_instance = timed(catalogue.record_instance, "record_instance")  # type: ignore[method-assign]
+    # the receiver writes in two steps (triage.receive.commit): the file fsynced, then the batch
+    # moved in place with one folder fsync and catalogued in one transaction
+    store.stage = timed(store.stage, "store_stage")  # type: ignore[method-assign]
+    store.publish = timed(store.publish, "store_publish")  # type: ignore[method-assign]
+    catalogue.record_instances = timed(catalogue.record_instances, "record_instances")  # type: ignore[method-assign]
     receiver.handle_store = timed(receiver.handle_store, "handler")  # type: ignore[method-assign]
     receiver.start("127.0.0.1", 0)
     try:
@@ -319,10 +321,12 @@ def peer_ready(
 
 @contextlib.contextmanager
 def pynetdicom_peer(work: Path) -> Iterator[tuple[str, int, Callable[[], int]]]:
-    """Diagnostic: the same pynetdicom SCP set-up as the receiver, decoding each data set and
-    answering success without storing anything: the ceiling of the network layer alone."""
+    """Diagnostic: the same pynetdicom SCP set-up as the receiver (AE and reactors), decoding
+    each data set and answering success without storing anything: the ceiling of the network
+    layer alone."""
     from pynetdicom import evt
 
+    from triage.receive.network import start_server
     from triage.receive.receiver import Receiver
 
     count = [0]
@@ -335,10 +339,9 @@ def pynetdicom_peer(work: Path) -> Iterator[tuple[str, int, Callable[[], int]]]:
         return 0x0000
 
     ae = Receiver(None, None, TRIAGE_AE).application_entity()  # type: ignore[arg-type]
-    server = ae.start_server(
-        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle)]
+    server = start_server(
+        ae, ("127.0.0.1", 0), ssl_context=None, evt_handlers=[(evt.EVT_C_STORE, handle)]
     )
-    assert server is not None
     try:
         yield TRIAGE_AE, int(server.server_address[1]), lambda: count[0]
     finally:
@@ -902,6 +905,8 @@ def print_pass(name: str, run: dict[str, Any]) -> None:
 
 SOURCES = (
     "triage/receive/receiver.py",
+    "triage/receive/network.py",
+    "triage/receive/commit.py",
     "triage/store/local.py",
     "triage/catalogue/database.py",
     "triage/catalogue/receiving.py",
