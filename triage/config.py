@@ -67,6 +67,7 @@ class Settings:
     delivery_backoff_seconds: float
     log_level: str
     uneven_spacing: str = "resample"
+    amp: str = "off"
     allowed_aes: tuple[AllowedAE, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -231,6 +232,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "delivery_backoff_seconds": (parse_positive_float, lambda home: "2"),
     "log_level": (parse_log_level, lambda home: "INFO"),
     "uneven_spacing": (parse_uneven_spacing, lambda home: "resample"),
+    "amp": (parse_choice("off", "float16", "bfloat16"), lambda home: "off"),
     "allowed_aes": (parse_allowed_aes, lambda home: ""),
     "tls_cert": (parse_pem_file, lambda home: ""),
     "tls_key": (parse_pem_file, lambda home: ""),

@@ -61,6 +61,7 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "delivery_backoff_seconds",
         "log_level",
         "uneven_spacing",
+        "amp",
         "allowed_aes",
         "tls_cert",
         "tls_key",
@@ -730,3 +731,14 @@ def test_web_and_notification_settings(tmp_path: Path) -> None:
         load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_SMTP="mail.example:25"))
     with pytest.raises(ConfigError, match="not an e-mail address"):
         load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_TO="nobody"))
+
+
+def test_amp_is_off_unless_float16_or_bfloat16(tmp_path: Path) -> None:
+    from triage.analysis.inference import AMP_DTYPES
+
+    assert load_settings(environ=env(tmp_path)).amp == "off"
+    assert load_settings(environ=env(tmp_path, TRIAGE_AMP="BFloat16")).amp == "bfloat16"
+    with pytest.raises(ConfigError, match="TRIAGE_AMP"):
+        load_settings(environ=env(tmp_path, TRIAGE_AMP="float8"))
+    for value in AMP_DTYPES:  # the values the analysis knows are those the setting takes
+        assert load_settings(environ=env(tmp_path, TRIAGE_AMP=value)).amp == value
