@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -16,7 +17,7 @@ from pynetdicom import AE
 from support.factories import phantom_ct_series
 from support.receivers import open_receiver, stop_later
 
-from triage.catalogue import WRONG_COUNT
+from triage.catalogue import WRONG_COUNT, Catalogue
 from triage.dimse import SUCCESS
 from triage.receive.announced import AnnouncedCounts, announced_counts
 from triage.receive.receiver import describe_instance
@@ -73,6 +74,36 @@ def test_a_count_that_cannot_be_right_is_wrong_and_the_image_is_taken(value: byt
         WRONG_COUNT,
         WRONG_COUNT,
     )
+
+
+def test_images_in_acquisition_counts_a_series_of_ct_images_of_one_time_point_only() -> None:
+    mr = one_image(Modality="MR", ImagesInAcquisition=15)
+    assert announced_counts(mr) == AnnouncedCounts(None, None)
+    dynamic = one_image(ImagesInAcquisition=15, NumberOfTemporalPositions=10)
+    assert announced_counts(dynamic) == AnnouncedCounts(None, None)
+    dynamic.NumberOfSeriesRelatedInstances = 150  # what a router counted: still read
+    assert announced_counts(dynamic) == AnnouncedCounts(150, None)
+    one_time_point = one_image(ImagesInAcquisition=15, NumberOfTemporalPositions=1)
+    assert announced_counts(one_time_point) == AnnouncedCounts(15, None)
+
+
+def test_a_real_fmri_series_saying_15_images_in_acquisition_is_not_complete_at_15(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """GE MR750 fMRI: 150 images (15 locations x 10 time points), ImagesInAcquisition 15 in
+    every one of them."""
+    files = sorted((shared_data / "mr_ge_fmri_4d").glob("*.dcm"))
+    images = [pydicom.dcmread(p, stop_before_pixels=True) for p in files]
+    assert len(images) == 150 and {str(ds.ImagesInAcquisition) for ds in images} == {"15"}
+    records = [describe_instance(ds, str(ds.file_meta.TransferSyntaxUID), 100) for ds in images]
+    assert {r.announced_series_instances for r in records} == {None}
+    catalogue = Catalogue(f"sqlite:///{tmp_path / 'catalogue.db'}")
+    try:
+        for record in records[:15]:
+            catalogue.record_instance(record)
+        assert catalogue.claim_next("w", quiet_seconds=3600) is None
+    finally:
+        catalogue.close()
 
 
 def test_an_empty_count_is_no_count() -> None:
