@@ -29,7 +29,7 @@ from triage.dimse import SUCCESS
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUIET = 60.0
-SLICES = 8
+SLICES = 20  # at least the 16 the shipped models ask for: the studies are analysed
 EARLY = ("every image", "study count")
 
 
@@ -127,7 +127,7 @@ def test_studies_with_every_announced_instance_are_triaged_well_before_the_quiet
     sent: dict[str, Any],
 ) -> None:
     assert sent["early_s"] < QUIET / 2, f"{sent['early_s']:.1f} s after the last image"
-    assert set(sent["triaged"].values()) <= {"triaged", "not analysed"}
+    assert sent["triaged"] == {"every image": "triaged", "study count": "triaged"}
 
 
 def test_an_image_after_an_early_triage_reopens_the_study_for_its_quiet_period(
