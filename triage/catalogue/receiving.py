@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from triage.catalogue.announced import note_counts
 from triage.catalogue.database import Database
 from triage.catalogue.rows import InstanceRecord
-from triage.catalogue.tables import RECEIVING, Instance, Series, Study, study_row, utcnow
+from triage.catalogue.tables import RECEIVING, Instance, Series, Study, utcnow
 from triage.errors import StorageError
 
 
@@ -40,7 +41,8 @@ class Receiving(Database):
         this node's own SR forwarded back) is catalogued beside it and changes neither state,
         generation nor arrival time, unless the study is still receiving: then it restarts the
         quiet period, as the rest of a study forwarded with it is likely to follow. A study
-        first seen through such an instance starts receiving like any other.
+        first seen through such an instance starts receiving like any other. The instance
+        counts it announces are kept for the claim (`triage.catalogue.announced`).
 
         A locked or busy database is waited for, but ``record_lock_wait_seconds`` at most
         (RECORD_LOCK_WAIT_SECONDS, 8 s); then StorageError, which the receiver answers with
@@ -55,7 +57,14 @@ class Receiving(Database):
             ):
                 return False
             now = utcnow()
-            study = study_row(s, rec.study_instance_uid)
+            # locked: the instances of one study are catalogued one after the other, so that
+            # each compares its announced counts with what the others announced (PostgreSQL;
+            # SQLite writes one at a time anyway)
+            study = s.scalar(
+                select(Study)
+                .where(Study.study_instance_uid == rec.study_instance_uid)
+                .with_for_update()
+            )
             if study is None:
                 study = Study(
                     study_instance_uid=rec.study_instance_uid,
@@ -67,6 +76,7 @@ class Receiving(Database):
                     last_instance_at=now,
                     state=RECEIVING,
                     generation=1,
+                    announced_counts_wrong=False,
                 )
                 s.add(study)
                 s.flush()
@@ -95,6 +105,7 @@ class Receiving(Database):
                 )
                 s.add(series)
                 s.flush()
+            note_counts(study, series, rec)
             s.add(
                 Instance(
                     series_id=series.id,
