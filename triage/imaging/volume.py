@@ -28,16 +28,15 @@ This module holds the `Volume` and the entry points (a series as datasets, store
 
 from __future__ import annotations
 
-import io
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from triage.attributes import readable_text
@@ -45,11 +44,17 @@ from triage.errors import NotAVolumeError
 from triage.imaging.geometry import DEFAULT_OPTIONS, AssemblyOptions, Geometry, Stack, stack_of
 from triage.imaging.pixels import decode_stack, resample
 from triage.imaging.planning import collect_frames, plan_stacks
+from triage.imaging.reading import read_dicom
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
 
 log = logging.getLogger(__name__)
+
+#: a first instance loaded within this time, plus its size at this rate, came from memory or a
+#: local disk: the rest are loaded one after the other (see `read_instances`)
+LOCAL_LOAD_S = 0.001
+LOCAL_LOAD_BYTES_PER_S = 1e9
 
 
 @dataclass
@@ -91,8 +96,9 @@ class Volume:
 
 
 def read_instance(data: bytes, name: str) -> Dataset:
+    """The instance in a file's bytes, read as `pydicom.dcmread` reads it (`read_dicom`)."""
     try:
-        return pydicom.dcmread(io.BytesIO(data))
+        return read_dicom(data)
     except Exception as exc:
         raise NotAVolumeError(f"{name} cannot be read as DICOM: {exc}") from exc
 
@@ -101,9 +107,9 @@ def _header(ds: Dataset) -> Dataset:
     """A copy without pixel data, kept for the SR's image library."""
     header = Dataset()
     header.file_meta = ds.file_meta
-    for elem in ds:
-        if elem.tag.group != 0x7FE0:
-            header.add(elem)
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset reads each element, pixels too)
+        if tag >> 16 != 0x7FE0:
+            header.add(ds[tag])
     return header
 
 
@@ -192,22 +198,39 @@ def assemble_volume(
     keys: Sequence[str],
     options: AssemblyOptions = DEFAULT_OPTIONS,
 ) -> Volume:
-    """Read the instances named by keys (in parallel) and assemble their one volume."""
+    """Read the instances named by keys and assemble their one volume."""
     if not keys:
         raise NotAVolumeError("no images in the series")
-
-    def read(key: str) -> Dataset:
-        return read_instance(load(key), key)
-
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        datasets = list(pool.map(read, keys))
+    datasets = read_instances(load, keys, options.workers)
     return volume_from_datasets(datasets, options, names=list(keys))
+
+
+def read_instances(
+    load: Callable[[str], bytes], keys: Sequence[str], workers: int
+) -> list[Dataset]:
+    """The instances named by keys, in order. Each is parsed in this thread (parsing holds the
+    GIL); they are loaded in threads only when loading waits (a network store, a cold disk):
+    bytes that come at memory speed (the page cache) come faster one after the other, since
+    threads then cost more in GIL hand-offs than they overlap (140 files of 512 kB on 2 cores:
+    120 ms serially, 220 ms in 4 threads)."""
+    start = time.perf_counter()
+    data = load(keys[0])
+    waited = time.perf_counter() - start
+    datasets = [read_instance(data, keys[0])]
+    rest = keys[1:]
+    if waited < LOCAL_LOAD_S + len(data) / LOCAL_LOAD_BYTES_PER_S or workers < 2:
+        datasets.extend(read_instance(load(key), key) for key in rest)
+        return datasets
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        loaded = zip(rest, pool.map(load, rest), strict=True)
+        datasets.extend(read_instance(data, key) for key, data in loaded)
+    return datasets
 
 
 def load_files(
     paths: Sequence[str | os.PathLike[str]], options: AssemblyOptions = DEFAULT_OPTIONS
 ) -> Volume:
-    """The one volume of a series given as files (each file read once, in parallel threads)."""
+    """The one volume of a series given as files (each file read once)."""
 
     def load(path: str) -> bytes:
         with open(path, "rb") as fh:
