@@ -1,7 +1,8 @@
 """Pixel data -> stored values, for native and compressed transfer syntaxes.
 
 Native (uncompressed) little-endian data is viewed in place with ``numpy.frombuffer``: no copy
-and no per-file decoder set-up, which is most of pydicom's cost on a 512 x 512 slice.
+and no per-file decoder set-up, which is most of pydicom's cost on a 512 x 512 slice. Read by
+`triage.imaging.reading.read_dicom`, it is viewed where it lies in the file's bytes.
 Everything else goes through pydicom's pixel backends, with the plugin chosen per transfer
 syntax by measured speed (``PREFERRED_PLUGINS``): pyjpegls (CharLS) for JPEG-LS, python-gdcm for
 JPEG 2000 and lossless JPEG, pylibjpeg (libjpeg) for 12-bit JPEG extended, which GDCM refuses,
@@ -30,6 +31,8 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from triage.errors import NotAVolumeError
+from triage.imaging.frames import whole_number
+from triage.imaging.reading import pixel_data_buffer, raw_text, raw_us
 from triage.limits import MAX_FRAME_SIDE, MAX_VOXELS
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,8 @@ def stored_values(
 ) -> np.ndarray:
     """All frames of an instance as (frames, rows, columns) stored values (before rescale);
     colour images get a last axis for the samples."""
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    frames = whole_number(raw_text(ds, 0x00280008) or 1)  # NumberOfFrames
+    rows, columns = int(raw_us(ds, 0x00280010)), int(raw_us(ds, 0x00280011))
     check_size(rows, columns, frames, source)
     fast = _native(ds, frames, rows, columns, source)
     if fast is not None:
@@ -101,7 +104,7 @@ def stored_values(
             f"{source}: pixel data cannot be decoded "
             f"({transfer_syntax(ds) or 'unknown transfer syntax'}): {exc}"
         ) from exc
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = int(raw_us(ds, 0x00280002) or 1)  # SamplesPerPixel
     shape = (frames, rows, columns) if samples == 1 else (frames, rows, columns, samples)
     return np.asarray(pixels).reshape(shape)
 
@@ -130,29 +133,43 @@ def _native(ds: Dataset, frames: int, rows: int, columns: int, source: str) -> n
     if transfer_syntax(ds) not in _NATIVE_LITTLE or "PixelData" not in ds:
         return None
     try:
-        allocated = int(ds.BitsAllocated)
-        stored = int(ds.get("BitsStored", allocated) or allocated)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        allocated = int(raw_us(ds, 0x00280100))  # BitsAllocated
+        stored = int(raw_us(ds, 0x00280101) or allocated)  # BitsStored
+        signed = int(raw_us(ds, 0x00280103) or 0) == 1  # PixelRepresentation
+        samples = int(raw_us(ds, 0x00280002) or 1)  # SamplesPerPixel
     except (AttributeError, TypeError, ValueError):
         return None
     if allocated not in (8, 16, 32) or samples != 1 or not 0 < stored <= allocated:
         return None
-    data = ds.PixelData
-    if not isinstance(data, bytes | bytearray):
-        return None
+    found = pixel_data_buffer(ds)  # where the file's bytes hold it, when not read yet
+    if found is not None:
+        data, offset, length = found
+    else:
+        data, offset = ds.PixelData, 0
+        if not isinstance(data, bytes | bytearray):
+            return None
+        length = len(data)
     needed = frames * rows * columns * allocated // 8
-    if len(data) < needed:
+    if length < needed:
         raise NotAVolumeError(
-            f"{source}: pixel data is truncated ({len(data)} bytes, "
+            f"{source}: pixel data is truncated ({length} bytes, "
             f"{rows} x {columns} x {frames} frame(s) at {allocated} bits need {needed})"
         )
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
-    pixels = np.frombuffer(data, dtype=dtype, count=frames * rows * columns)
-    if stored < allocated:  # bits above BitsStored may hold overlays or noise: drop them
-        shift = allocated - stored
+    pixels = np.frombuffer(data, dtype=dtype, count=frames * rows * columns, offset=offset)
+    if stored < allocated and not _within(pixels, stored, signed):
+        shift = allocated - stored  # bits above BitsStored hold overlays or noise: drop them
         pixels = (pixels << shift) >> shift if signed else pixels & ((1 << stored) - 1)
     return pixels.reshape(frames, rows, columns)
+
+
+def _within(pixels: np.ndarray, bits: int, signed: bool) -> bool:
+    """No value uses more than ``bits`` bits, so masking would change nothing (two reductions
+    cost less than masking into a new array)."""
+    if signed:
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        return bool(pixels.min() >= low and pixels.max() <= high)
+    return bool(pixels.max() < 1 << bits)
 
 
 # -- decoding compressed frames in worker processes --------------------------------------------

@@ -61,17 +61,23 @@ def decode_stack(
         except Exception as exc:  # a broken element can raise anything from pydicom
             return f"{source}: pixel data cannot be decoded: {exc}"
         for k, frame in slots[source]:
-            np.multiply(
-                values[frame.number or 0], np.float32(frame.slope), out=out[k], casting="unsafe"
-            )
-            if frame.intercept:
-                out[k] += np.float32(frame.intercept)
+            rescale(values[frame.number or 0], frame.slope, frame.intercept, out[k])
         return None
 
     with ThreadPoolExecutor(max_workers=options.workers) as pool:
         results = list(pool.map(decode, slots))
     failures = {source: msg for source, msg in zip(slots, results, strict=True) if msg}
     return out, failures
+
+
+def rescale(values: np.ndarray, slope: float, intercept: float, out: np.ndarray) -> None:
+    """``values * slope + intercept`` in float32 into ``out``: one pass when the slope is 1."""
+    if slope == 1:
+        np.add(values, np.float32(intercept), out=out, casting="unsafe")
+        return
+    np.multiply(values, np.float32(slope), out=out, casting="unsafe")
+    if intercept:
+        out += np.float32(intercept)
 
 
 class _InBatch:

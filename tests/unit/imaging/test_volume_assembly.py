@@ -218,6 +218,29 @@ def test_per_slice_rescale_is_applied() -> None:
     np.testing.assert_allclose(volume.array, _ramp(), atol=1.5)
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_bits_above_bits_stored_are_dropped(signed: bool) -> None:
+    """12 bits stored in 16: what the upper 4 bits hold (an overlay, noise) is not a value."""
+    datasets = _series()
+    offset = 0 if signed else 1000  # the ramp's -1000..1335 HU in 12 bits
+    for k, ds in enumerate(datasets):
+        stored = (np.rint(ds.pixel_array.astype(np.float64)) + offset).astype(np.int16)
+        if k % 2:  # every other slice has bits set above BitsStored (not a sign extension)
+            stored = (stored & 0x0FFF) | 0x5000
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, int(signed)
+        for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+            ds.pop(keyword, None)
+        ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -offset
+    blobs = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        blobs.append(buffer.getvalue())
+    volume = assemble_volume(lambda key: blobs[int(key)], [str(k) for k in range(len(blobs))])
+    np.testing.assert_array_equal(volume.array, _ramp())
+
+
 def test_mixed_orientations_and_sizes_are_refused() -> None:
     axial = _series(tag="ax")
     sagittal = _series(orientation=(0, 1, 0, 0, 0, -1), tag="sag")
