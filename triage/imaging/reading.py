@@ -24,6 +24,7 @@ without pydicom's conversion and validation.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import MutableSequence
 from struct import Struct
@@ -63,7 +64,7 @@ def read_dicom(data: bytes) -> Dataset:
     syntax = _fast_syntax(data)
     if syntax is None:
         return pydicom.dcmread(io.BytesIO(data))
-    meta, start, implicit = syntax
+    file_meta, start, implicit = syntax
     elements, stop = _elements(data, start, implicit=implicit, group=None)
     fp = io.BytesIO(data)
     if stop < len(data):  # pydicom's own reader from there on, in the state it would be in
@@ -77,8 +78,6 @@ def read_dicom(data: bytes) -> Dataset:
                 elements[elem.tag] = elem
         except (EOFError, NotImplementedError):  # pydicom warns or raises, and keeps nothing
             return pydicom.dcmread(io.BytesIO(data))
-    file_meta = FileMetaDataset(meta)
-    file_meta.set_original_encoding(False, True, default_encoding)
     ds = FileDataset(fp, elements, data[:128], file_meta, implicit, True)
     ds.set_original_encoding(implicit, True, ds._character_set)
     return ds
@@ -99,9 +98,9 @@ def pixel_data_buffer(ds: Dataset) -> tuple[bytes, int, int] | None:
     return data, elem.value_tell, elem.length
 
 
-def _fast_syntax(data: bytes) -> tuple[_Elements, int, bool] | None:
-    """The file meta elements, where the data set starts and whether it is implicit VR, for
-    the files read here; None for those left to pydicom."""
+def _fast_syntax(data: bytes) -> tuple[FileMetaDataset, int, bool] | None:
+    """The file meta information, where the data set starts and whether it is implicit VR,
+    for the files read here; None for those left to pydicom."""
     if len(data) < 140 or data[128:132] != b"DICM":
         return None  # no preamble: pydicom refuses it (or reads it with force)
     meta, start = _elements(data, 132, implicit=False, group=2)
@@ -109,19 +108,29 @@ def _fast_syntax(data: bytes) -> tuple[_Elements, int, bool] | None:
         return None  # pydicom guesses the encoding, or the data set is empty
     if data[start : start + 2] in (b"\x00\x00", b"\x02\x00"):
         return None  # command set elements, or meta elements not read here
+    file_meta = FileMetaDataset(meta)
+    file_meta.set_original_encoding(False, True, default_encoding)
     try:
-        value = _value(meta[BaseTag(_TRANSFER_SYNTAX)])
-        uid = UID(str(value))
+        implicit = _implicit_vr(str(file_meta.TransferSyntaxUID))  # converted, as pydicom does
+    except (ValueError, TypeError):
+        return None  # a malformed transfer syntax
+    if implicit is None or _looks_explicit(data, start) == implicit:
+        return None  # not one read here, or pydicom warns and switches: let it
+    return file_meta, start, implicit
+
+
+@functools.lru_cache(maxsize=64)
+def _implicit_vr(syntax: str) -> bool | None:
+    """Whether a little endian transfer syntax read here is implicit VR; None for the others
+    (big endian, deflate, private or unknown ones)."""
+    try:
+        uid = UID(syntax)
         if not uid.is_transfer_syntax or uid.is_deflated or not uid.is_little_endian:
             return None
-        implicit = str(uid) == ImplicitVRLittleEndian
-        if uid.is_implicit_VR != implicit:
-            return None
-    except (ValueError, TypeError):
-        return None  # a private or malformed transfer syntax
-    if _looks_explicit(data, start) == implicit:
-        return None  # pydicom warns and switches: let it
-    return meta, start, implicit
+        implicit = syntax == ImplicitVRLittleEndian
+        return implicit if uid.is_implicit_VR == implicit else None
+    except ValueError:
+        return None
 
 
 def _value(elem: RawDataElement | DataElement) -> Any:
