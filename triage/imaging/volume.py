@@ -45,6 +45,7 @@ from triage.imaging.geometry import DEFAULT_OPTIONS, AssemblyOptions, Geometry, 
 from triage.imaging.pixels import decode_stack, resample
 from triage.imaging.planning import collect_frames, plan_stacks
 from triage.imaging.reading import read_dicom
+from triage.imaging.workers import DecodingAhead
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -116,13 +117,19 @@ def _header(ds: Dataset) -> Dataset:
 # -- pixels ------------------------------------------------------------------------------------
 
 
-def load_stack(stack: Stack, series_uid: str, options: AssemblyOptions = DEFAULT_OPTIONS) -> Volume:
-    """Decode and rescale a planned stack; a slice that cannot be decoded is left out (and
-    named in the warnings) when the others still make a volume."""
-    planes, failures = decode_stack(stack, options)
+def load_stack(
+    stack: Stack,
+    series_uid: str,
+    options: AssemblyOptions = DEFAULT_OPTIONS,
+    ahead: DecodingAhead | None = None,
+) -> Volume:
+    """Decode and rescale a planned stack (``ahead``: what was handed to the decoding processes
+    as the instances were read); a slice that cannot be decoded is left out (and named in the
+    warnings) when the others still make a volume."""
+    planes, failures = decode_stack(stack, options, ahead)
     if failures:
         stack = _without_undecodable(stack, failures, options)
-        planes, more = decode_stack(stack, options)
+        planes, more = decode_stack(stack, options, ahead)
         if more:
             raise NotAVolumeError("; ".join(more.values()))
     if stack.resampled:
@@ -181,6 +188,7 @@ def volume_from_datasets(
     datasets: Sequence[Dataset],
     options: AssemblyOptions = DEFAULT_OPTIONS,
     names: Sequence[str] | None = None,
+    ahead: DecodingAhead | None = None,
 ) -> Volume:
     """The one volume a series makes; a 4D series is refused with its time points named."""
     stacks = plan_series(datasets, options, names)
@@ -190,7 +198,7 @@ def volume_from_datasets(
             "not one volume"
         )
     series_uid = readable_text(datasets[0], "SeriesInstanceUID")
-    return load_stack(stacks[0], series_uid, options)
+    return load_stack(stacks[0], series_uid, options, ahead)
 
 
 def assemble_volume(
@@ -198,32 +206,48 @@ def assemble_volume(
     keys: Sequence[str],
     options: AssemblyOptions = DEFAULT_OPTIONS,
 ) -> Volume:
-    """Read the instances named by keys and assemble their one volume."""
+    """Read the instances named by keys and assemble their one volume; compressed ones are
+    handed to the decoding processes as they are read."""
     if not keys:
         raise NotAVolumeError("no images in the series")
-    datasets = read_instances(load, keys, options.workers)
-    return volume_from_datasets(datasets, options, names=list(keys))
+    ahead = DecodingAhead(len(keys), options.workers)
+    datasets = read_instances(load, keys, options.workers, ahead)
+    return volume_from_datasets(datasets, options, names=list(keys), ahead=ahead)
 
 
 def read_instances(
-    load: Callable[[str], bytes], keys: Sequence[str], workers: int
+    load: Callable[[str], bytes],
+    keys: Sequence[str],
+    workers: int,
+    ahead: DecodingAhead | None = None,
 ) -> list[Dataset]:
     """The instances named by keys, in order. Each is parsed in this thread (parsing holds the
     GIL); they are loaded in threads only when loading waits (a network store, a cold disk):
     bytes that come at memory speed (the page cache) come faster one after the other, since
     threads then cost more in GIL hand-offs than they overlap (140 files of 512 kB on 2 cores:
-    120 ms serially, 220 ms in 4 threads)."""
+    120 ms serially, 220 ms in 4 threads). Each is handed to ``ahead`` once read."""
+    datasets: list[Dataset] = []
+
+    def parse(data: bytes, key: str) -> None:
+        ds = read_instance(data, key)
+        datasets.append(ds)
+        if ahead is not None:
+            ahead.add(ds, key)
+
     start = time.perf_counter()
     data = load(keys[0])
     waited = time.perf_counter() - start
-    datasets = [read_instance(data, keys[0])]
+    parse(data, keys[0])
     rest = keys[1:]
     if waited < LOCAL_LOAD_S + len(data) / LOCAL_LOAD_BYTES_PER_S or workers < 2:
-        datasets.extend(read_instance(load(key), key) for key in rest)
-        return datasets
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        loaded = zip(rest, pool.map(load, rest), strict=True)
-        datasets.extend(read_instance(data, key) for key, data in loaded)
+        for key in rest:
+            parse(load(key), key)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for key, loaded in zip(rest, pool.map(load, rest), strict=True):
+                parse(loaded, key)
+    if ahead is not None:
+        ahead.flush()
     return datasets
 
 
