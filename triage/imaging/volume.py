@@ -211,8 +211,12 @@ def assemble_volume(
     if not keys:
         raise NotAVolumeError("no images in the series")
     ahead = DecodingAhead(len(keys), options.workers)
-    datasets = read_instances(load, keys, options.workers, ahead)
-    return volume_from_datasets(datasets, options, names=list(keys), ahead=ahead)
+    try:
+        datasets = read_instances(load, keys, options.workers, ahead)
+        return volume_from_datasets(datasets, options, names=list(keys), ahead=ahead)
+    except BaseException:
+        ahead.cancel()  # what was handed over and not started yet is not decoded for nothing
+        raise
 
 
 def read_instances(

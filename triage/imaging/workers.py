@@ -145,6 +145,11 @@ class DecodingAhead:
             self._pending[item[3]] = InBatch(future, index)
 
     def pending(self, source: str) -> InBatch | None:
-        """The decoding under way for ``source``, if it was handed over."""
-        self.flush()
+        """The decoding under way for ``source``, if it was handed over (and flushed)."""
         return self._pending.get(source)
+
+    def cancel(self) -> None:
+        """Drop what has not started: the series will not be assembled (its reading failed)."""
+        self._batch = []
+        for job in self._pending.values():
+            job.batch.cancel()
