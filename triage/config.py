@@ -67,6 +67,7 @@ class Settings:
     delivery_backoff_seconds: float
     log_level: str
     uneven_spacing: str = "resample"
+    amp: str = "off"
     allowed_aes: tuple[AllowedAE, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -100,6 +101,8 @@ class Settings:
     worker_name: str = ""
     #: how long a worker's claim on a study or an outbox row holds without renewal
     lease_seconds: float = 60.0
+    #: a study with every instance its senders announced is complete without the quiet period
+    complete_on_announced_count: bool = True
     #: the web app's port on TRIAGE_HOST (None: TRIAGE_WEB_PORT=off, no web app)
     web_port: int | None = 8080
     #: the web app's address as users reach it, for links in notifications ("": from host/port)
@@ -231,6 +234,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "delivery_backoff_seconds": (parse_positive_float, lambda home: "2"),
     "log_level": (parse_log_level, lambda home: "INFO"),
     "uneven_spacing": (parse_uneven_spacing, lambda home: "resample"),
+    "amp": (parse_choice("off", "float16", "bfloat16"), lambda home: "off"),
     "allowed_aes": (parse_allowed_aes, lambda home: ""),
     "tls_cert": (parse_pem_file, lambda home: ""),
     "tls_key": (parse_pem_file, lambda home: ""),
@@ -260,6 +264,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], Callable[[Path], str]]] = {
     "s3_ca_bundle": (parse_pem_file, lambda home: ""),
     "worker_name": (lambda n, v: v.strip(), lambda home: ""),
     "lease_seconds": (parse_positive_float, lambda home: "60"),
+    "complete_on_announced_count": (parse_yes_no, lambda home: "true"),
     "web_port": (parse_web_port, lambda home: "8080"),
     "web_url": (parse_url, lambda home: ""),
     "web_session_hours": (parse_positive_float, lambda home: "12"),

@@ -3,8 +3,10 @@ finding's probability from a classifier's output or from a segmentation mask."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +18,13 @@ from triage.errors import ModelError
 
 # PyTorch's CPU allocator reports running out of memory as a plain RuntimeError
 _CPU_OUT_OF_MEMORY = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+#: TRIAGE_AMP: the reduced precision the networks may run in on CUDA (mixed precision)
+AMP_DTYPES = {"off": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: how far a probability on CUDA may be from the CPU's, by TRIAGE_AMP. "off" allows for the
+#: TF32 convolutions cuDNN runs by default; the autocast ones are four times the largest
+#: difference autocast made on the CPU (12 phantoms, both shipped models: float16 1.2e-3,
+#: bfloat16 5.5e-3). benchmarks/gpu_check.py measures them on a GPU.
+CUDA_TOLERANCE = {"off": 1e-3, "float16": 5e-3, "bfloat16": 2e-2}
 
 
 @dataclass(frozen=True)
@@ -36,20 +45,46 @@ class Score:
     mask_affine_lps: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a TRIAGE_AMP setting on ``device``: None (full float32) unless
+    the device is CUDA and the setting is "float16" or "bfloat16". On the CPU it is always
+    off, so CPU results never depend on it."""
+    if setting not in AMP_DTYPES:
+        raise ModelError(f'unknown AMP setting "{setting}": use {", ".join(AMP_DTYPES)}')
+    return AMP_DTYPES[setting] if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, amp: torch.dtype | None) -> Iterator[None]:
+    """Run what is inside in mixed precision (torch.autocast) when ``amp`` is set on CUDA;
+    otherwise as it is, in float32."""
+    if amp is None or device.type != "cuda":
+        yield
+        return
+    with torch.autocast(device_type="cuda", dtype=amp):
+        yield
+
+
 def probability(model: TriageModel, x: torch.Tensor, device: torch.device) -> float:
     """The model's probability for its finding, given its preprocessed input on device."""
     return score(model, x, None, device).probability
 
 
 def score(
-    model: TriageModel, x: torch.Tensor, affine_lps: np.ndarray | None, device: torch.device
+    model: TriageModel,
+    x: torch.Tensor,
+    affine_lps: np.ndarray | None,
+    device: torch.device,
+    amp: torch.dtype | None = None,
 ) -> Score:
     """Run the model on its preprocessed input (1, 1, X, Y, Z) on device and score the output.
 
     ``affine_lps`` maps the input's voxel indices to LPS mm (`model_input_with_affine`); a
-    segmentation model needs it to say where the lesion is and how large it is.
+    segmentation model needs it to say where the lesion is and how large it is. ``amp``: the
+    network runs in that reduced precision on CUDA (`amp_dtype`); its output is scored in
+    float32 either way.
     """
-    out = network_output(model, x, device)
+    out = network_output(model, x, device, amp)
     if model.task == "segmentation":
         assert model.segmentation is not None
         verdict = segmentation_score(
@@ -67,31 +102,36 @@ def score(
     return Score(classification_probability(out, model.activation, model.output_index, model.name))
 
 
-def network_output(model: TriageModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def network_output(
+    model: TriageModel, x: torch.Tensor, device: torch.device, amp: torch.dtype | None = None
+) -> torch.Tensor:
     """The network's raw output on ``x``: whole, or by sliding window when the model says so."""
     # loaded outside inference mode: weights made in it could never take part in a gradient
     # (the key point of a classifier, `triage.analysis.saliency`)
     model.network(device)
     with torch.inference_mode():
-        return run_network(model, x, device)
+        return run_network(model, x, device, amp)
 
 
-def run_network(model: TriageModel, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def run_network(
+    model: TriageModel, x: torch.Tensor, device: torch.device, amp: torch.dtype | None = None
+) -> torch.Tensor:
     """`network_output` in the caller's autograd mode: a saliency needs the gradients."""
     network = model.network(device)
     try:
-        if model.sliding_window is not None:
-            window = model.sliding_window
-            out = sliding_window_inference(
-                x,
-                roi_size=window.roi_size,
-                sw_batch_size=window.sw_batch_size,
-                predictor=network,
-                overlap=window.overlap,
-                mode=window.mode,
-            )
-        else:
-            out = network(x)
+        with precision(device, amp):
+            if model.sliding_window is not None:
+                window = model.sliding_window
+                out = sliding_window_inference(
+                    x,
+                    roi_size=window.roi_size,
+                    sw_batch_size=window.sw_batch_size,
+                    predictor=network,
+                    overlap=window.overlap,
+                    mode=window.mode,
+                )
+            else:
+                out = network(x)
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         raise model_failure(model.name, device, exc) from exc
     return main_output(out, model.name)

@@ -122,9 +122,7 @@ def model_input_with_affine(
         raise ModelError(f"model input must be a 3D volume, got shape {hu.shape}")
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ModelError(f"affine_lps must be a finite 4x4 matrix, got shape {affine.shape}")
-    # On the device first, so the reorientation and resampling run there (CUDA when present).
-    data = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None].to(device)
-    image = MetaTensor(data, affine=torch.from_numpy(LPS_TO_RAS @ affine))
+    image = MetaTensor(on_device(hu, device), affine=torch.from_numpy(LPS_TO_RAS @ affine))
     low, high = spec.window
     with torch.no_grad():
         x: Any = _box_downsample(_to_ras(image), spec.pixdim)
@@ -136,6 +134,20 @@ def model_input_with_affine(
     out = x.as_tensor().to(device=device, dtype=torch.float32).contiguous()[None]
     ras = x.affine.detach().cpu().numpy().astype(np.float64)
     return out, LPS_TO_RAS @ ras
+
+
+def on_device(hu: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The volume as a (1, X, Y, Z) float32 tensor on ``device``: the one copy from the host.
+
+    Every later step (reorientation, block averaging, resampling, windowing, cropping) runs on
+    torch tensors where this one lies. For CUDA a float32 volume goes as it lies in memory (an
+    assembled volume is a transposed view of its decoded slices): the device reorders it, not
+    the host. The CPU reorders it with numpy first, which is faster there than torch's copy.
+    """
+    strided = hu.dtype == np.float32 and hu.flags.writeable and all(s > 0 for s in hu.strides)
+    if device.type == "cpu" or not strided:
+        hu = np.ascontiguousarray(hu, dtype=np.float32)
+    return torch.from_numpy(hu)[None].to(device)
 
 
 def _to_ras(image: MetaTensor) -> MetaTensor:

@@ -1,7 +1,8 @@
 """The running node: receiver, completion watcher, triage worker and delivery, together.
 
-The triage worker claims the next study quiet for ``TRIAGE_QUIET_SECONDS`` (or whose previous
-worker's lease expired) from the catalogue, one at a time (that keeps the device's memory
+The triage worker claims the next study quiet for ``TRIAGE_QUIET_SECONDS``, with every
+instance its senders announced (TRIAGE_COMPLETE_ON_ANNOUNCED_COUNT), or whose previous
+worker's lease expired, from the catalogue, one at a time (that keeps the device's memory
 bounded), and renews its lease while the study runs; nodes and workers sharing a catalogue
 share its studies this way (`triage.catalogue.claims`). Studies known complete (pull mode) are
 claimed at once. Delivery retries run on their own schedule. ``stop()`` finishes the study in
@@ -212,7 +213,10 @@ class TriageNode:
             ):
                 return study_uid, generation
         claim = catalogue.claim_next(
-            settings.worker, settings.quiet_seconds, settings.lease_seconds
+            settings.worker,
+            settings.quiet_seconds,
+            settings.lease_seconds,
+            on_announced_count=settings.complete_on_announced_count,
         )
         return None if claim is None else (claim.study_instance_uid, claim.generation)
 

@@ -142,7 +142,7 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         if svc.device.type == "cuda":
             torch.cuda.synchronize(svc.device)
         t2 = time.perf_counter()
-        verdict = score(model, x, affine, svc.device)
+        verdict = score(model, x, affine, svc.device, svc.amp)
         p = verdict.probability
         ood = ood_threshold = None
         if model.reference is not None:

@@ -3,7 +3,7 @@
 Without PREFECT_API_URL, Prefect starts a temporary API server (uvicorn) as a child of the
 first flow run and stops it at exit - but a node killed with SIGKILL never runs its exit
 handlers, and that child stays behind holding its port and its database. The node therefore
-starts the same server itself, as a child that the kernel signals when the node dies
+starts the same server itself, as a child that the kernel kills when the node dies
 (``PR_SET_PDEATHSIG``), and points PREFECT_API_URL at it. An operator's PREFECT_API_URL (a
 Prefect server) is used as it is, and nothing is started.
 """
@@ -30,7 +30,9 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:  # runs in the child, between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # SIGKILL, not SIGTERM: a uvicorn still in its start-up (seconds, on a busy machine)
+        # finishes starting before it acts on SIGTERM; its SQLite database survives a kill
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: the exit handler below still stops it on a clean exit
         pass
     os.setsid()  # a Ctrl-C in the node's terminal is the node's to handle, not the child's

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from triage.analysis.inference import amp_dtype
 from triage.analysis.model import TriageModel
 from triage.analysis.preprocess import select_device
 from triage.catalogue import Catalogue
@@ -36,6 +37,8 @@ class Services:
     puller: Puller | None = None
     #: the headers of the series just analysed, for the documents written next
     headers: HeaderCache = field(default_factory=HeaderCache, repr=False)
+    #: the reduced precision the networks run in (TRIAGE_AMP, CUDA only); None: float32
+    amp: torch.dtype | None = None
     # every version loaded so far, by (name, version): their networks stay loaded across
     # registry changes (an activation, a rollback)
     _loaded: dict[tuple[str, str], TriageModel] = field(default_factory=dict, repr=False)
@@ -52,10 +55,12 @@ class Services:
             return cls(settings, store, catalogue)
         device = select_device(settings.device)
         lifecycle = open_lifecycle(settings, catalogue, store, device)
-        svc = cls(settings, store, catalogue, [], device, lifecycle)
+        amp = amp_dtype(settings.amp, device)
+        svc = cls(settings, store, catalogue, [], device, lifecycle, amp=amp)
         svc.refresh_models()
         running = running_names(lifecycle.running())
-        log.info("%d model(s) on %s: %s", len(svc.models), device, running)
+        on = f"{device} ({settings.amp} autocast)" if svc.amp is not None else str(device)
+        log.info("%d model(s) on %s: %s", len(svc.models), on, running)
         return svc
 
     def refresh_models(self) -> list[TriageModel]:

@@ -107,3 +107,26 @@ def web(
     stop.wait()
     server.stop()
     catalogue.close()
+
+
+@users_app.command("audit")
+def users_audit(
+    study: Annotated[str | None, typer.Option(help="Only this StudyInstanceUID.")] = None,
+    who: Annotated[str | None, typer.Option(help="Only this account.")] = None,
+    limit: Annotated[int, typer.Option(help="How many events, newest first.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+) -> None:
+    """The access audit, newest first: logins, failed logins, study views and changes."""
+    import json
+
+    rows = _catalogue().access_log(study_uid=study, who=who, limit=limit)
+    if as_json:
+        out = [{**vars(r), "at": r.at.isoformat() + "Z"} for r in rows]
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    for r in rows:
+        console.print(
+            f"{r.at:%Y-%m-%d %H:%M:%S} {r.who:16} {r.action:14} {r.study_instance_uid or '-'} "
+            f"{r.client} {r.detail}",
+            highlight=False,
+        )

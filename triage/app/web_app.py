@@ -9,8 +9,9 @@ from triage import __version__
 from triage.catalogue import Catalogue
 from triage.config import Settings
 from triage.store import ObjectStore
+from triage.worklist.context import WebContext
 from triage.worklist.server import WebServer
-from triage.worklist.web import WebContext, create_app
+from triage.worklist.web import create_app
 
 log = logging.getLogger(__name__)
 

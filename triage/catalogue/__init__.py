@@ -5,6 +5,7 @@ Everything a caller needs is imported from here; the modules behind it are the c
 """
 
 from triage.catalogue.accounts import ROLES, AccessRecord, Account, Login
+from triage.catalogue.announced import WRONG_COUNT
 from triage.catalogue.catalogue import Catalogue
 from triage.catalogue.database import BUSY_TIMEOUT_SECONDS, RECORD_LOCK_WAIT_SECONDS
 from triage.catalogue.live_rates import LiveRates
@@ -77,6 +78,7 @@ __all__ = [
     "Study",
     "TRIAGED",
     "TRIAGING",
+    "WRONG_COUNT",
     "WorklistRow",
     "finding_row",
     "utcnow",

@@ -1,5 +1,8 @@
 """Claims on work shared by many workers: a study to triage, leased to one worker at a time.
 
+A study is claimable once it is complete: quiet for the quiet period, or with every instance
+its senders announced (`triage.catalogue.announced`).
+
 A claim moves a study to ``triaging`` and gives the claimant a lease (``worker``,
 ``lease_expires``) that it renews while it works (`renew_lease`). A worker that dies stops
 renewing; when its lease has expired, the next claim takes the study over on a new
@@ -25,6 +28,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from triage.catalogue.announced import complete_as_announced
 from triage.catalogue.database import Database
 from triage.catalogue.tables import (
     PENDING,
@@ -60,21 +64,26 @@ class Claims(Database):
         quiet_seconds: float,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         now: datetime | None = None,
+        *,
+        on_announced_count: bool = True,
     ) -> Claim | None:
-        """The oldest study that is quiet (no instance for ``quiet_seconds``) or whose
-        worker's lease expired, claimed for ``worker``; None when there is none."""
+        """The oldest study that is quiet (no instance for ``quiet_seconds``), complete as
+        its senders announced (``on_announced_count``, TRIAGE_COMPLETE_ON_ANNOUNCED_COUNT:
+        `triage.catalogue.announced`) or whose worker's lease expired, claimed for
+        ``worker``; None when there is none."""
 
         def work(s: Session) -> Claim | None:
             at = now or utcnow()
             cutoff = at - timedelta(seconds=quiet_seconds)
+            claimable = [
+                and_(Study.state == RECEIVING, Study.last_instance_at <= cutoff),
+                and_(Study.state == TRIAGING, Study.lease_expires < at),
+            ]
+            if on_announced_count:
+                claimable.append(complete_as_announced())
             candidates = (
                 select(Study)
-                .where(
-                    or_(
-                        and_(Study.state == RECEIVING, Study.last_instance_at <= cutoff),
-                        and_(Study.state == TRIAGING, Study.lease_expires < at),
-                    )
-                )
+                .where(or_(*claimable))
                 .order_by(Study.last_instance_at)
                 .limit(4)
                 .with_for_update(skip_locked=True)

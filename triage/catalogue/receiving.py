@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from sqlalchemy import BindParameter, Table, bindparam, case, func, insert, null
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.exc import IntegrityError
 
+from triage.catalogue.announced import note_counts
 from triage.catalogue.database import Database
 from triage.catalogue.rows import InstanceRecord
 from triage.catalogue.tables import RECEIVING, Instance, Series, Study, utcnow
@@ -59,7 +61,8 @@ class Receiving(Database):
         this node's own SR forwarded back) is catalogued beside it and changes neither state,
         generation nor arrival time, unless the study is still receiving: then it restarts the
         quiet period, as the rest of a study forwarded with it is likely to follow. A study
-        first seen through such an instance starts receiving like any other.
+        first seen through such an instance starts receiving like any other. The instance
+        counts it announces are kept for the claim (`triage.catalogue.announced`).
 
         A locked or busy database is waited for, but ``record_lock_wait_seconds`` at most
         (RECORD_LOCK_WAIT_SECONDS, 8 s); then StorageError, which the receiver answers with
@@ -144,6 +147,34 @@ _OTHER_INSTANCE = (
     .where(_STUDIES.c.id == bindparam("study"), _STUDIES.c.state == RECEIVING)
     .values(last_instance_at=bindparam("now"))
 )
+_ROWS: BindParameter[list[int]] = bindparam("rows", expanding=True)
+# locked: the instances of one study compare their announced counts with what the others
+# announced one transaction after the other (PostgreSQL; SQLite writes one at a time anyway)
+_STUDY_COUNTS = (
+    select(_STUDIES.c.id, _STUDIES.c.announced_instances, _STUDIES.c.announced_counts_wrong)
+    .where(_STUDIES.c.id.in_(_ROWS))
+    .order_by(_STUDIES.c.id)
+    .with_for_update()
+)
+_SERIES_COUNTS = select(_SERIES.c.id, _SERIES.c.announced_instances).where(_SERIES.c.id.in_(_ROWS))
+_SET_STUDY_COUNTS = (
+    update(_STUDIES)
+    .where(_STUDIES.c.id == bindparam("row"))
+    .values(announced_instances=bindparam("said"), announced_counts_wrong=bindparam("wrong"))
+)
+_SET_SERIES_COUNTS = (
+    update(_SERIES)
+    .where(_SERIES.c.id == bindparam("row"))
+    .values(announced_instances=bindparam("said"))
+)
+
+
+@dataclass
+class _Counts:
+    """A study's or series' announced-count columns, as `note_counts` changes them."""
+
+    announced_instances: int | None
+    announced_counts_wrong: bool = False
 
 
 def _record(
@@ -164,6 +195,7 @@ def _record(
     now = utcnow()
     studies = _studies(conn, new, now, known, learned)
     series = _series(conn, new, studies, known, learned)
+    _note_counts(conn, new, studies, series)
     conn.execute(
         insert(_INSTANCES),
         [
@@ -224,6 +256,7 @@ def _studies(
                     "last_instance_at": now,
                     "state": RECEIVING,
                     "generation": 1,
+                    "announced_counts_wrong": False,
                 },
             )
             ids[uid] = _new_id(created)
@@ -265,6 +298,50 @@ def _series(
             ids[uid] = _new_id(created)
     learned.series.update(ids)
     return ids
+
+
+def _note_counts(
+    conn: Connection,
+    new: list[InstanceRecord],
+    studies: dict[str, int],
+    series: dict[str, int],
+) -> None:
+    """Keep the instance counts the new instances announced (`note_counts`, in their order),
+    reading their studies' counts under the row lock."""
+    counting = [r for r in new if r.triage_input or r.announced_study_instances is not None]
+    if not counting:
+        return
+    study_ids = sorted({studies[r.study_instance_uid] for r in counting})
+    series_ids = sorted({series[r.series_instance_uid] for r in counting})
+    study_rows = {
+        row_id: _Counts(said, bool(wrong))
+        for row_id, said, wrong in conn.execute(_STUDY_COUNTS, {"rows": study_ids})
+    }
+    series_rows = {
+        row_id: _Counts(said) for row_id, said in conn.execute(_SERIES_COUNTS, {"rows": series_ids})
+    }
+    before = {i: (c.announced_instances, c.announced_counts_wrong) for i, c in study_rows.items()}
+    series_before = {i: c.announced_instances for i, c in series_rows.items()}
+    for r in counting:
+        note_counts(
+            study_rows[studies[r.study_instance_uid]],
+            series_rows[series[r.series_instance_uid]],
+            r,
+        )
+    changed_studies = [
+        {"row": i, "said": c.announced_instances, "wrong": c.announced_counts_wrong}
+        for i, c in study_rows.items()
+        if (c.announced_instances, c.announced_counts_wrong) != before[i]
+    ]
+    changed_series = [
+        {"row": i, "said": c.announced_instances}
+        for i, c in series_rows.items()
+        if c.announced_instances != series_before[i]
+    ]
+    if changed_studies:
+        conn.execute(_SET_STUDY_COUNTS, changed_studies)
+    if changed_series:
+        conn.execute(_SET_SERIES_COUNTS, changed_series)
 
 
 def _new_id(created: CursorResult[Any]) -> int:

@@ -42,6 +42,10 @@ class InstanceRecord:
     slice_thickness: float | None = None  # mm; None when absent or not a number
     contrast_agent: str = ""
     frames: int = 1
+    # the instance counts the sender announced for the series and for the study
+    # (`triage.receive.announced`): None when it announced none, 0 when it cannot be right
+    announced_series_instances: int | None = None
+    announced_study_instances: int | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    select,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from triage.results import DeliveryState, Role, StudyState
@@ -68,6 +79,14 @@ class Study(Base):
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
     #: while triaging: until when the worker's claim holds; renewed while it works
     lease_expires: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: how many instances its senders said the study has (Number of Study Related Instances);
+    #: NULL when none said (`triage.catalogue.announced`)
+    announced_instances: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: an announced count of the study or of one of its series disagreed with another or
+    #: cannot be right: the quiet period alone says when the study is complete
+    announced_counts_wrong: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class Series(Base):
@@ -83,6 +102,10 @@ class Series(Base):
     convolution_kernel: Mapped[str] = mapped_column(String(64), default="", server_default="")
     slice_thickness: Mapped[float | None] = mapped_column(Float, nullable=True)
     contrast_agent: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: how many instances its first image the models analyse said the series has (Number of
+    #: Series Related Instances, Images in Acquisition); 0 when it said none; NULL: no such
+    #: image in the series (`triage.catalogue.announced`)
+    announced_instances: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Instance(Base):

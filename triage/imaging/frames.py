@@ -8,16 +8,18 @@ sees frames, so both kinds of object are assembled by the same code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from triage.errors import NotAVolumeError
+from triage.imaging.reading import raw_text, raw_us
 
 #: ImageType values (3rd value on) that mark an image that is not a slice of a diagnostic volume
 LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "SCANOGRAM"}
@@ -68,7 +70,7 @@ class Frame:
 
 def _uid(ds: Dataset) -> str:
     try:
-        return str(ds.get("SOPInstanceUID", "") or "")
+        return str(raw_text(ds, _SOP_INSTANCE_UID) or "")
     except Exception:  # a corrupt element: the file name identifies the frame instead
         return ""
 
@@ -99,25 +101,28 @@ _TAGS: dict[str, int] = {
         "RescaleIntercept",
     )
 }
+_IMAGE_TYPE, _SOP_CLASS_UID, _SOP_INSTANCE_UID = 0x00080008, 0x00080016, 0x00080018
+_SAMPLES_PER_PIXEL, _NUMBER_OF_FRAMES, _ROWS, _COLUMNS = (
+    0x00280002,
+    0x00280008,
+    0x00280010,
+    0x00280011,
+)
+_PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # pixel data: integer, float, double
 
 
 def _top_level(ds: Dataset, keyword: str) -> Any:
     """A decimal-string attribute of the data set, parsed straight from its raw bytes when it
     has not been converted yet (pydicom's conversion and validation cost about 1 ms a slice)."""
-    try:
-        elem = ds.get_item(_TAGS[keyword])
-    except KeyError:
-        return None
-    if elem is None:
-        return None
-    if isinstance(elem, RawDataElement):
-        raw = elem.value
-        if not isinstance(raw, bytes):
-            return raw
-        text = raw.decode("latin-1").strip(" \x00")
-        parts = text.split("\\")
-        return None if not text else parts[0] if len(parts) == 1 else parts
-    return elem.value
+    return raw_text(ds, _TAGS[keyword])
+
+
+def whole_number(value: Any) -> int:
+    """An integer string (IS) or number as an int; ValueError when it is not a whole number."""
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
 
 
 def _floats(value: Any, count: int, what: str, source: str) -> tuple[float, ...]:
@@ -125,7 +130,7 @@ def _floats(value: Any, count: int, what: str, source: str) -> tuple[float, ...]
         numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError) as exc:
         raise NotAVolumeError(f"{source}: {what} is not numeric ({value!r})") from exc
-    if len(numbers) != count or not all(np.isfinite(numbers)):
+    if len(numbers) != count or not all(map(math.isfinite, numbers)):
         raise NotAVolumeError(f"{source}: {what} must hold {count} finite numbers, got {value!r}")
     return numbers
 
@@ -135,7 +140,7 @@ def _number(value: Any, default: float) -> float:
         number = float(value)
     except (TypeError, ValueError):
         return default
-    return number if np.isfinite(number) else default
+    return number if math.isfinite(number) else default
 
 
 def _time_key(ds: Dataset, content: Dataset | None, fallback: int) -> tuple[float, ...]:
@@ -155,22 +160,22 @@ def _time_key(ds: Dataset, content: Dataset | None, fallback: int) -> tuple[floa
 
 def is_localizer(ds: Dataset) -> bool:
     """ImageType says LOCALIZER (or a vendor's word for a scout) in its third value or later."""
-    image_type = ds.get("ImageType") or []
+    image_type = raw_text(ds, _IMAGE_TYPE) or []
     values = [image_type] if isinstance(image_type, str) else list(image_type)
     return bool(LOCALIZER_TYPES.intersection(str(v).upper() for v in values[2:]))
 
 
 def not_an_image_reason(ds: Dataset) -> str | None:
     """Why an instance cannot be part of a volume before looking at geometry, or None."""
-    sop_class = str(ds.get("SOPClassUID", ""))
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        name = getattr(ds.get("SOPClassUID"), "name", sop_class) or "unknown SOP class"
+    sop_class = str(raw_text(ds, _SOP_CLASS_UID) or "")
+    if not any(tag in ds for tag in _PIXEL_DATA_TAGS):
+        name = UID(sop_class).name if sop_class else "unknown SOP class"
         return f"no pixel data: not an image ({name})"
     if is_localizer(ds):
         return "localizer (scout) image"
     if sop_class in SECONDARY_CAPTURE_CLASSES:
         return "secondary capture: not a slice of an acquired volume"
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if int(raw_us(ds, _SAMPLES_PER_PIXEL) or 1) != 1:
         return f"colour image ({ds.get('PhotometricInterpretation', '?')}): not a CT/MR slice"
     return None
 
@@ -181,8 +186,8 @@ def frames_of(ds: Dataset, source: str) -> list[Frame]:
     if reason:
         raise NotAVolumeError(f"{source}: {reason}")
     try:
-        count = int(ds.get("NumberOfFrames", 1) or 1)
-        rows, columns = int(ds.Rows), int(ds.Columns)
+        count = whole_number(raw_text(ds, _NUMBER_OF_FRAMES) or 1)
+        rows, columns = int(raw_us(ds, _ROWS)), int(raw_us(ds, _COLUMNS))
     except (AttributeError, TypeError, ValueError) as exc:
         raise NotAVolumeError(f"{source}: Rows/Columns/NumberOfFrames unusable: {exc}") from exc
     if count < 1 or rows < 1 or columns < 1:
@@ -231,11 +236,11 @@ def _frame(
         if value is None or value == "":
             raise NotAVolumeError(f"{where}: no {keyword}, so its place in the patient is unknown")
     iop = _floats(orientation, 6, "ImageOrientationPatient", where)
-    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    row, col = iop[:3], iop[3:]
     if (
-        abs(np.linalg.norm(row) - 1) > 0.01
-        or abs(np.linalg.norm(col) - 1) > 0.01
-        or abs(float(row @ col)) > 0.01
+        abs(math.hypot(*row) - 1) > 0.01
+        or abs(math.hypot(*col) - 1) > 0.01
+        or abs(sum(r * c for r, c in zip(row, col, strict=True))) > 0.01
     ):
         raise NotAVolumeError(f"{where}: ImageOrientationPatient is not two unit, orthogonal axes")
     pixel_spacing = _floats(spacing, 2, "PixelSpacing", where)

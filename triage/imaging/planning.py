@@ -114,11 +114,8 @@ def _without_repeated_instances(frames: Sequence[Frame], warnings: list[str]) ->
 
 
 def _check_same_plane(frames: Sequence[Frame]) -> None:
-    first = frames[0]
-    if any(
-        not np.allclose(f.orientation, first.orientation, atol=ORIENTATION_TOLERANCE)
-        for f in frames
-    ):
+    orientations = np.array([f.orientation for f in frames])
+    if not np.isclose(orientations, orientations[0], atol=ORIENTATION_TOLERANCE).all():
         planes = {
             tuple(np.round(np.asarray(f.orientation) / ORIENTATION_TOLERANCE)) for f in frames
         }
@@ -129,7 +126,8 @@ def _check_same_plane(frames: Sequence[Frame]) -> None:
     if len(sizes) > 1:
         listed = ", ".join(f"{r}x{c}" for r, c in sorted(sizes))
         raise NotAVolumeError(f"images have different sizes ({listed})")
-    if any(not np.allclose(f.pixel_spacing, first.pixel_spacing, rtol=1e-3) for f in frames):
+    spacings = np.array([f.pixel_spacing for f in frames])
+    if not np.isclose(spacings, spacings[0], rtol=1e-3).all():
         raise NotAVolumeError("images have different pixel spacings")
 
 

@@ -43,6 +43,7 @@ from triage.dimse import (
 )
 from triage.errors import StorageError
 from triage.receive.access import AccessList, allowed_callers, reject_if_refused
+from triage.receive.announced import announced_counts
 from triage.receive.checks import Rejected, check_complete, check_pixel_data
 from triage.receive.commit import GroupCommit
 from triage.receive.counters import ReceiveStats
@@ -87,6 +88,7 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
         raise Rejected(DATASET_DOES_NOT_MATCH, f"invalid UID in {', '.join(bad)}")
     check_pixel_data(ds, transfer_syntax)
     kernel = frame_value(ds, "CTReconstructionSequence", "ConvolutionKernel")
+    counts = announced_counts(ds)
     try:
         return InstanceRecord(
             study_instance_uid=uids["StudyInstanceUID"],
@@ -115,6 +117,8 @@ def describe_instance(ds: Dataset, transfer_syntax: str, size: int) -> InstanceR
             ),
             contrast_agent=contrast_agent(ds)[:64],
             frames=min(int(positive_number(readable_text(ds, "NumberOfFrames")) or 1), 2**31 - 1),
+            announced_series_instances=counts.series,
+            announced_study_instances=counts.study,
         )
     except StorageError as exc:
         raise Rejected(DATASET_DOES_NOT_MATCH, str(exc)) from exc

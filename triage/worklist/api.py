@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from triage.report.destinations import as_shown
 from triage.worklist import actions
 from triage.worklist.auth import Caller, check_change, client_of, require
+from triage.worklist.context import NO_STORE, WebContext
 from triage.worklist.view import worklist_json
-from triage.worklist.web import NO_STORE, WebContext
 
 router = APIRouter(prefix="/api", tags=["worklist"])
 

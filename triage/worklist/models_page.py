@@ -15,7 +15,7 @@ from triage.results import ModelState
 from triage.worklist.presenting import histogram_svg, roc_svg
 
 if TYPE_CHECKING:
-    from triage.worklist.web import WebContext
+    from triage.worklist.context import WebContext
 
 LIVE_SCORES = 200
 

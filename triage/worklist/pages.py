@@ -24,8 +24,8 @@ from triage.worklist.auth import (
     client_of,
     require,
 )
+from triage.worklist.context import NO_STORE, WebContext
 from triage.worklist.presenting import PERIODS, matches, row_view, timeline_entries
-from triage.worklist.web import NO_STORE, WebContext
 
 if TYPE_CHECKING:
     from triage.worklist.key_image import KeyImage

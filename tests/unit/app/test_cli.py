@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import KeyObjectSelectionDocumentStorage
 
 from triage.report.sr_read import read_triage_sr
 
@@ -92,7 +93,11 @@ def test_demo_puts_lesion_studies_on_top(tmp_path: Path) -> None:
     assert len(rows) == 5
     assert [r["priority"] for r in rows[:2]] == ["urgent", "urgent"]
     assert {r["priority"] for r in rows[2:]} == {"routine", "not analysed"}
-    delivered = [pydicom.dcmread(f) for f in (tmp_path / "demo-pacs").rglob("*.dcm")]
+    received = [pydicom.dcmread(f) for f in (tmp_path / "demo-pacs").rglob("*.dcm")]
+    # the stand-in also keeps the key object selection sent with each urgent result
+    kos = [ds for ds in received if ds.SOPClassUID == KeyObjectSelectionDocumentStorage]
+    assert len(kos) == 2
+    delivered = [ds for ds in received if ds.SOPClassUID != KeyObjectSelectionDocumentStorage]
     assert len(delivered) == 5  # a result for each analysed study, and one that says why not
     said = sorted(f.priority.value for sr in delivered for f in read_triage_sr(sr))
     assert said == ["not analysed", "routine", "routine", "urgent", "urgent"]

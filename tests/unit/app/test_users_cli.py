@@ -56,6 +56,10 @@ def test_users_add_list_passwd_remove(tmp_path: Path) -> None:
     assert changed.returncode == 0, changed.stderr
     assert catalogue.session_login(token) is None  # a new password ends the sessions
 
+    catalogue.record_access("dr-ito", "view study", "1.2.3", "10.0.0.9")
+    audit = triage(tmp_path, "users", "audit", "--study", "1.2.3", "--json")
+    assert audit.returncode == 0, audit.stderr
+    assert '"action": "view study"' in audit.stdout and "10.0.0.9" in audit.stdout
     assert triage(tmp_path, "users", "remove", "dr-ito").returncode == 0
     assert catalogue.user("dr-ito") is None
     gone = triage(tmp_path, "users", "remove", "dr-ito")

@@ -61,6 +61,7 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "delivery_backoff_seconds",
         "log_level",
         "uneven_spacing",
+        "amp",
         "allowed_aes",
         "tls_cert",
         "tls_key",
@@ -90,6 +91,7 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
         "s3_ca_bundle",
         "worker_name",
         "lease_seconds",
+        "complete_on_announced_count",
         "web_port",
         "web_url",
         "web_session_hours",
@@ -111,6 +113,7 @@ def test_as_dict_gives_every_setting_as_text(tmp_path: Path) -> None:
     assert d["pacs"] == ""
     assert d["port"] == "11112"
     assert (d["worker_name"], d["lease_seconds"]) == ("", "60.0")
+    assert d["complete_on_announced_count"] == "true"
 
 
 def test_a_worker_is_named_by_its_setting_or_by_host_and_process(tmp_path: Path) -> None:
@@ -121,6 +124,14 @@ def test_a_worker_is_named_by_its_setting_or_by_host_and_process(tmp_path: Path)
     assert named.worker == "gpu-1"
     with pytest.raises(ConfigError, match="TRIAGE_LEASE_SECONDS"):
         load_settings(environ={**env(tmp_path), "TRIAGE_LEASE_SECONDS": "0"})
+
+
+def test_completion_on_announced_counts_is_on_unless_turned_off(tmp_path: Path) -> None:
+    assert load_settings(environ=env(tmp_path)).complete_on_announced_count is True
+    off = {**env(tmp_path), "TRIAGE_COMPLETE_ON_ANNOUNCED_COUNT": "no"}
+    assert load_settings(environ=off).complete_on_announced_count is False
+    with pytest.raises(ConfigError, match="TRIAGE_COMPLETE_ON_ANNOUNCED_COUNT"):
+        load_settings(environ={**env(tmp_path), "TRIAGE_COMPLETE_ON_ANNOUNCED_COUNT": "maybe"})
 
 
 def test_uneven_spacing_is_resample_or_refuse(tmp_path: Path) -> None:
@@ -730,3 +741,14 @@ def test_web_and_notification_settings(tmp_path: Path) -> None:
         load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_SMTP="mail.example:25"))
     with pytest.raises(ConfigError, match="not an e-mail address"):
         load_settings(environ=env(tmp_path, TRIAGE_NOTIFY_TO="nobody"))
+
+
+def test_amp_is_off_unless_float16_or_bfloat16(tmp_path: Path) -> None:
+    from triage.analysis.inference import AMP_DTYPES
+
+    assert load_settings(environ=env(tmp_path)).amp == "off"
+    assert load_settings(environ=env(tmp_path, TRIAGE_AMP="BFloat16")).amp == "bfloat16"
+    with pytest.raises(ConfigError, match="TRIAGE_AMP"):
+        load_settings(environ=env(tmp_path, TRIAGE_AMP="float8"))
+    for value in AMP_DTYPES:  # the values the analysis knows are those the setting takes
+        assert load_settings(environ=env(tmp_path, TRIAGE_AMP=value)).amp == value

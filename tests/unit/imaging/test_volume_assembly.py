@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import RLELossless, generate_uid
 
 from triage.errors import NotAVolumeError
 from triage.imaging.inspect import inspect_paths
@@ -218,6 +218,29 @@ def test_per_slice_rescale_is_applied() -> None:
     np.testing.assert_allclose(volume.array, _ramp(), atol=1.5)
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_bits_above_bits_stored_are_dropped(signed: bool) -> None:
+    """12 bits stored in 16: what the upper 4 bits hold (an overlay, noise) is not a value."""
+    datasets = _series()
+    offset = 0 if signed else 1000  # the ramp's -1000..1335 HU in 12 bits
+    for k, ds in enumerate(datasets):
+        stored = (np.rint(ds.pixel_array.astype(np.float64)) + offset).astype(np.int16)
+        if k % 2:  # every other slice has bits set above BitsStored (not a sign extension)
+            stored = (stored & 0x0FFF) | 0x5000
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, int(signed)
+        for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+            ds.pop(keyword, None)
+        ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -offset
+    blobs = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        blobs.append(buffer.getvalue())
+    volume = assemble_volume(lambda key: blobs[int(key)], [str(k) for k in range(len(blobs))])
+    np.testing.assert_array_equal(volume.array, _ramp())
+
+
 def test_mixed_orientations_and_sizes_are_refused() -> None:
     axial = _series(tag="ax")
     sagittal = _series(orientation=(0, 1, 0, 0, 0, -1), tag="sag")
@@ -277,6 +300,23 @@ def test_undecodable_slice_is_named_and_left_out() -> None:
         ds.PixelData = ds.PixelData[:10]
     with pytest.raises(NotAVolumeError, match="slice0.dcm: pixel data is truncated"):
         volume_from_datasets(datasets, names=[f"slice{k}.dcm" for k in range(8)])
+
+
+def test_compressed_series_decodes_while_it_is_read_and_names_a_broken_slice() -> None:
+    """RLE slices are handed to the decoding processes as they are read from the store."""
+    hu = _ramp((16, 12, 10))
+    blobs = {}
+    for n, ds in enumerate(_series(hu, tag="rle")):
+        ds.compress(RLELossless)
+        if n == 6:  # a frame cut short: its RLE header promises more than is there
+            fragment = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+            ds.PixelData = pydicom.encaps.encapsulate([fragment[:80]])
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        blobs[f"slice{n}.dcm"] = buffer.getvalue()
+    volume = assemble_volume(blobs.__getitem__, list(blobs))
+    assert any(w.startswith("left out, cannot be decoded: slice6.dcm") for w in volume.warnings)
+    np.testing.assert_allclose(volume.array, hu, atol=1e-3)  # interpolated over the hole
 
 
 def test_absurd_sizes_are_refused_before_allocating() -> None:
