@@ -196,6 +196,13 @@ def one_configuration(
         by_worker: dict[str, int] = {}
         for r in rows.values():
             by_worker[r["worker"]] = by_worker.get(r["worker"], 0) + 1
+        stages = sorted({k for r in rows.values() for k in r["timings"]})
+        stages_p50 = {
+            k: statistics.median(r["timings"][k] for r in rows.values() if k in r["timings"])
+            for k in stages
+        }
+        sent = sum(sum(1 for f in s.folder.rglob("*") if f.is_file()) for s in load)
+        catalogued = sum(catalogue.instance_count(uid) for uid in uids)
         return {
             "workers": workers,
             "studies": len(load),
@@ -207,6 +214,9 @@ def one_configuration(
             "prefect_share": 1 - work_s / run_s if run_s else None,
             "run_s_per_study": run_s / len(load),
             "studies_by_worker": by_worker,
+            "stages_p50_s": stages_p50,
+            "instances_sent": sent,
+            "instances_catalogued": catalogued,
         }
     finally:
         catalogue.close()
@@ -252,6 +262,40 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['studies_by_worker']} |"
         )
     print(f"\n2 workers / 1 worker: {two['studies_per_hour'] / one['studies_per_hour']:.2f}x")
+    for r in results:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_p50_s"].items())
+        print(f"{r['workers']} worker(s), stage p50 (s): {stages}")
+    best = max(results, key=lambda r: r["studies_per_hour"])
+    print(f"\nagainst issue 14's goals ({best['workers']} worker(s), {args.slices}-slice studies):")
+    goals = [
+        ("studies/hour", best["studies_per_hour"], ">= 1000", best["studies_per_hour"] >= 1000),
+        (
+            "latency p50 (s)",
+            best["latency_p50_s"],
+            f"<= quiet + 10 = {args.quiet + 10:g}",
+            best["latency_p50_s"] <= args.quiet + 10,
+        ),
+        (
+            "Prefect share (%)",
+            100 * (best["prefect_share"] or 0.0),
+            "<= 5",
+            (best["prefect_share"] or 0.0) <= 0.05,
+        ),
+        (
+            "report, SR built and stored (s, p50)",
+            best["stages_p50_s"].get("report_s", float("nan")),
+            "<= 0.3",
+            best["stages_p50_s"].get("report_s", 1.0) <= 0.3,
+        ),
+        (
+            "instances lost",
+            best["instances_sent"] - best["instances_catalogued"],
+            "0",
+            best["instances_sent"] == best["instances_catalogued"],
+        ),
+    ]
+    for name, value, goal, met in goals:
+        print(f"  {name}: {value:.2f} (goal {goal}): {'met' if met else 'NOT met'}")
     out = (
         args.out
         or ROOT / "benchmarks" / "results" / f"scale_out-{time.strftime('%Y%m%d-%H%M%S')}.json"

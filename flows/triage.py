@@ -107,6 +107,7 @@ def triage_study(study_uid: str, generation: int) -> str:
             analyses.append(pipeline.Analysis("", None, assignment.reason))
     plan = report_task(study_uid, analyses)
     timings = pipeline.merge_timings(analyses)
+    timings["report_s"] = plan.seconds
     timings["triage_s"] = time.perf_counter() - t0
     with working(study_uid):
         priority = pipeline.finish(svc, study_uid, generation, analyses, plan, timings)

@@ -262,7 +262,8 @@ def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPla
             )
             for a in failed
         ] or [ChainOutcome(NODE_CHAIN, reason=_node_reason(active))]
-    return write_documents(
+    t0 = time.perf_counter()
+    plan = write_documents(
         svc.store,
         svc.catalogue,
         svc.settings,
@@ -271,6 +272,7 @@ def report(svc: Services, study_uid: str, analyses: list[Analysis]) -> ReportPla
         software_version=__version__,
         headers_cache=svc.headers,
     )
+    return dataclasses.replace(plan, seconds=time.perf_counter() - t0)
 
 
 def _node_reason(active: list[Analysis]) -> str:
@@ -343,7 +345,8 @@ def run_study(svc: Services, study_uid: str, generation: int) -> Priority:
         if a.role != SHADOW
     ]
     plan = report(svc, study_uid, analyses)
-    priority = finish(svc, study_uid, generation, analyses, plan, merge_timings(analyses))
+    timings = {**merge_timings(analyses), "report_s": plan.seconds}
+    priority = finish(svc, study_uid, generation, analyses, plan, timings)
     shadow = [analyse(svc, study_uid, a) for a in assignments if a.role == SHADOW and a.model_name]
     finish_shadow(svc, study_uid, generation, shadow)
     return priority

@@ -64,6 +64,8 @@ class ReportPlan:
 
     revisions: tuple[NewRevision, ...] = ()
     current: dict[str, str] = field(default_factory=dict)
+    #: how long building and storing the documents took (the study's ``report_s`` timing)
+    seconds: float = 0.0
 
 
 def write_documents(

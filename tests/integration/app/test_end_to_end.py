@@ -95,6 +95,17 @@ def test_each_analysed_study_has_one_valid_sr_in_orthanc(
         assert finding.model_name == expected.model_name
 
 
+def test_each_study_records_its_stage_times(node: Any, studies: list[DemoStudy]) -> None:
+    # what the benchmarks and the web page's timeline read: the report stage among them
+    timings = node.svc.catalogue.study_timings()
+    for study in studies:
+        stages = timings[study.study_instance_uid]
+        assert {"report_s", "triage_s", "run_s", "work_s", "deliver_s"} <= set(stages), stages
+        if study.analysable:
+            assert {"assemble_s", "preprocess_s", "infer_s"} <= set(stages), stages
+        assert 0 < stages["report_s"] < stages["triage_s"] <= stages["run_s"]
+
+
 def test_lesion_studies_rank_above_normal_ones(node: Any, studies: list[DemoStudy]) -> None:
     env = {**os.environ, **node.env}
     out = subprocess.run(
