@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, Status, code_to_category
 from pynetdicom.transport import AssociationSocket
@@ -96,6 +96,14 @@ def store_datasets(
                 f"{node} rejected the association (calling AE {calling_ae}): check that the PACS "
                 "knows this node's AE title"
             )
+        refused = sorted({c.abstract_syntax for c in assoc.rejected_contexts})
+        if refused and not assoc.accepted_contexts:
+            # it answered, and accepted none of what was offered: pynetdicom then aborts
+            names = ", ".join(_sop_class_name(uid) for uid in refused)
+            raise DeliveryError(
+                f"{node} accepted none of the object types offered ({names}): configure the "
+                f"PACS to accept these SOP classes from this node's AE title {calling_ae}"
+            )
         if tls is not None:
             raise DeliveryError(
                 f"no TLS association with {node}: is the PACS running and listening with TLS, "
@@ -121,6 +129,11 @@ def store_datasets(
             assoc.release()
     statuses.extend([NO_STATUS] * (len(datasets) - len(statuses)))
     return statuses
+
+
+def _sop_class_name(uid: str) -> str:
+    name = UID(uid).name
+    return f"{name} ({uid})" if name and name != uid else uid
 
 
 def is_success(status: int) -> bool:

@@ -234,7 +234,11 @@ def test_destination_that_does_not_take_srs(node: Node, peer: Receiver) -> None:
     assert node.deliver().retrying == 1
     [row] = node.catalogue.deliveries()
     assert (row.state, row.attempts) == (PENDING, 1)
-    assert row.last_error
+    # it answered: the error names what it refused and whom to configure, not "cannot reach"
+    error = row.last_error or ""
+    assert "accepted none of the object types offered" in error, error
+    assert "Comprehensive 3D SR Storage" in error or "1.2.840.10008.5.1.4.1.1.88" in error, error
+    assert "TRIAGE" in error and "cannot reach" not in error, error
     assert list(peer.store.keys("raw/")) == []
 
 
