@@ -96,7 +96,7 @@ def store_datasets(
                 f"{node} rejected the association (calling AE {calling_ae}): check that the PACS "
                 "knows this node's AE title"
             )
-        refused = sorted({c.abstract_syntax for c in assoc.rejected_contexts})
+        refused = sorted({str(c.abstract_syntax) for c in assoc.rejected_contexts})
         if refused and not assoc.accepted_contexts:
             # it answered, and accepted none of what was offered: pynetdicom then aborts
             names = ", ".join(_sop_class_name(uid) for uid in refused)
