@@ -315,7 +315,7 @@ def start_node(
     node, or its receiver or worker part (`NodeRole`). ``web``: also the web app on
     TRIAGE_WEB_PORT (unless it is off), as `triage serve` does for the whole node and the
     receiver. ``node.stop()`` also closes the services."""
-    from triage.app.runtime import configure_prefect
+    from triage.app.runtime import configure_prefect, without_flow_heartbeat
 
     configure_prefect(settings)  # before prefect is imported
     api = None
@@ -331,13 +331,13 @@ def start_node(
     def warm_up_prefect() -> None:
         if api is not None:
             api.wait_ready()
-        warm_up_flow()
+        without_flow_heartbeat(warm_up_flow)()
 
     svc = Services.open(settings, models=role is not NodeRole.RECEIVER)
     node = TriageNode(
         svc,
-        run_study=triage_study,
-        run_delivery=deliver_outbox,
+        run_study=without_flow_heartbeat(triage_study),
+        run_delivery=without_flow_heartbeat(deliver_outbox),
         poll_seconds=poll_seconds,
         warm_up=warm_up_prefect if warm_up else None,
         role=role,
@@ -351,7 +351,7 @@ def start_node(
         svc.puller = puller_for(
             settings, svc.store, svc.catalogue, node.receiver, on_complete=node.triage_now
         )
-        node.run_pull = pull_new_studies
+        node.run_pull = without_flow_heartbeat(pull_new_studies)
     serve_in_this_process(svc)
     node.after_stop += [svc.close, lambda: serve_in_this_process(None)]
     try:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import signal
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from triage.config import Settings
 
@@ -113,6 +115,34 @@ def configure_prefect(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+#: what an operator sets to keep Prefect's flow-run heartbeats (and their cost)
+HEARTBEAT_SETTINGS = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+
+
+def without_flow_heartbeat(run: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``run`` (a Prefect flow) without Prefect's flow-run heartbeat thread, unless the
+    operator set PREFECT_FLOWS_HEARTBEAT_FREQUENCY.
+
+    Prefect 3 starts that thread with every flow run and joins it at the end; it sleeps in
+    whole seconds, so each flow run ends up to 1 s after its work did (0.4-1 s measured per
+    triage run, a sixth of a small study's time). The heartbeats only feed a Prefect
+    automation that marks a silent flow run crashed; what re-runs the study of a dead worker
+    is the node's own lease on it (TRIAGE_LEASE_SECONDS), which does not depend on them.
+    """
+    if any(name in os.environ for name in HEARTBEAT_SETTINGS):
+        return run
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    @functools.wraps(run)
+    def without(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            return run(*args, **kwargs)
+
+    return without
 
 
 class StopSignal:
