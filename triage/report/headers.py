@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, TM
 
@@ -63,12 +64,12 @@ def usable_headers(images: Sequence[Dataset], argument: str = "source_images") -
         where = f'Argument "{argument}" item {position}'
         if not isinstance(image, Dataset):
             raise TriageError(f"{where} must be a pydicom Dataset, got {type(image)}.")
-        missing = [k for k in REQUIRED if not text_value(image, k)]
+        missing = [k for k in REQUIRED if not _text(image, k)]
         if missing:
             raise TriageError(
                 f"{where} cannot be named in the result: it has no {', '.join(missing)}"
             )
-        uid = text_value(image, "SOPInstanceUID")
+        uid = _text(image, "SOPInstanceUID")
         if uid in seen:
             raise TriageError(f"{where} repeats SOPInstanceUID {uid}.")
         seen.add(uid)
@@ -76,12 +77,30 @@ def usable_headers(images: Sequence[Dataset], argument: str = "source_images") -
     first = out[0]
     for image in out[1:]:
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
-            if text_value(image, keyword) != text_value(first, keyword):
+            if _text(image, keyword) != _text(first, keyword):
                 raise TriageError(
                     f'Argument "{argument}" must be one series of one study; {keyword} differs '
-                    f"({text_value(first, keyword)} vs {text_value(image, keyword)})."
+                    f"({_text(first, keyword)} vs {_text(image, keyword)})."
                 )
     return out
+
+
+def _text(image: Dataset, keyword: str) -> str:
+    """``text_value`` of a UID or code string, from the element's bytes while pydicom has not
+    converted it: these checks run over every image of a series, and pydicom's conversion
+    and validation of each value would cost more than the rest of the check."""
+    element = image.get_item(keyword)
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        return element.value.decode("latin-1").strip(" \x00")
+    return text_value(image, keyword) if element is not None else ""
+
+
+def _present(image: Dataset, keyword: str) -> bool:
+    """Whether the element holds a value, without converting it."""
+    element = image.get_item(keyword)
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        return bool(element.value.strip(b" \x00\\"))
+    return element is not None and bool(text_value(image, keyword))
 
 
 def study_header(image: Dataset) -> Dataset:
@@ -115,8 +134,8 @@ def _completed(image: Dataset, where: str, *, first: bool) -> Dataset:
                 text_value(image, "StudyInstanceUID"),
             )
             fixes.append(("PatientSex", ""))
-    if text_value(image, "Modality") in CROSS_SECTIONAL and not all(
-        text_value(image, k) for k in _GEOMETRY
+    if _text(image, "Modality") in CROSS_SECTIONAL and not all(
+        _present(image, k) for k in _GEOMETRY
     ):
         fixes += _first_frame_geometry(image, where)
     if not fixes:
