@@ -24,6 +24,7 @@ import torch
 from triage import __version__
 from triage.analysis.evidence import keep_lesion
 from triage.analysis.inference import Score, score
+from triage.analysis.input_cache import ModelInput, input_key
 from triage.analysis.model import TriageModel
 from triage.analysis.ood import input_statistics
 from triage.analysis.preprocess import model_input_with_affine
@@ -130,17 +131,24 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
     try:
         t0 = time.perf_counter()
         options = AssemblyOptions(uneven_spacing=svc.settings.uneven_spacing)
-        volume = assemble_volume(svc.store.get, series.keys, options)
-        if assignment.role != SHADOW:  # the report reads them next, not from the store again
-            svc.headers.keep(volume.sources)  # the volume has the pixels: dropped there
-        for warning in volume.warnings:
-            log.info("series %s: %s", series.series_instance_uid, warning)
-        t1 = time.perf_counter()
-        x, affine = model_input_with_affine(
-            volume.array, volume.affine_lps, model.input, svc.device
-        )
-        if svc.device.type == "cuda":
-            torch.cuda.synchronize(svc.device)
+        key = input_key(series.keys, options, model.input, svc.device)
+        made = svc.inputs.get(key)  # another model with this input made it from this series
+        t1 = t0
+        if made is None:
+            volume = assemble_volume(svc.store.get, series.keys, options)
+            if assignment.role != SHADOW:  # the report reads them next, not from the store
+                svc.headers.keep(volume.sources)  # the volume has the pixels: dropped there
+            for warning in volume.warnings:
+                log.info("series %s: %s", series.series_instance_uid, warning)
+            t1 = time.perf_counter()
+            x, affine = model_input_with_affine(
+                volume.array, volume.affine_lps, model.input, svc.device
+            )
+            if svc.device.type == "cuda":
+                torch.cuda.synchronize(svc.device)
+            made = ModelInput(x, affine, volume.series_instance_uid)
+            svc.inputs.keep(key, made)
+        x, affine = made.x, made.affine_lps
         t2 = time.perf_counter()
         verdict = score(model, x, affine, svc.device, svc.amp)
         p = verdict.probability
@@ -169,7 +177,7 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
             model.positive_priority,
             uncertain=is_uncertain(ood, ood_threshold),
         ),
-        series_instance_uid=volume.series_instance_uid,
+        series_instance_uid=made.series_instance_uid,
         role=assignment.role,
         lesion_volume_ml=verdict.lesion_volume_ml,
         lesion_centre_lps=verdict.lesion_centre_lps,
@@ -194,7 +202,7 @@ def _analyse(svc: Services, study_uid: str, assignment: Assignment) -> Analysis:
         "",
         timings,
         model_version=model.version,
-        series_instance_uid=volume.series_instance_uid,
+        series_instance_uid=made.series_instance_uid,
     )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from triage.analysis.inference import amp_dtype
+from triage.analysis.input_cache import InputCache
 from triage.analysis.model import TriageModel
 from triage.analysis.preprocess import select_device
 from triage.catalogue import Catalogue
@@ -37,6 +38,8 @@ class Services:
     puller: Puller | None = None
     #: the headers of the series just analysed, for the documents written next
     headers: HeaderCache = field(default_factory=HeaderCache, repr=False)
+    #: the model inputs made from the series just analysed, for the next model with that input
+    inputs: InputCache = field(default_factory=InputCache, repr=False)
     #: the reduced precision the networks run in (TRIAGE_AMP, CUDA only); None: float32
     amp: torch.dtype | None = None
     # every version loaded so far, by (name, version): their networks stay loaded across
