@@ -92,14 +92,16 @@ def test_preprocessing_keeps_the_volume_a_tensor_on_its_device(monkeypatch) -> N
 
     monkeypatch.setattr(preprocess, "_to_ras", recorded("to_ras", preprocess._to_ras))
     monkeypatch.setattr(preprocess, "_box_downsample", recorded("box", preprocess._box_downsample))
+    monkeypatch.setattr(
+        preprocess, "_ras_blocks_on_host", recorded("ras_blocks", preprocess._ras_blocks_on_host)
+    )
     for name in ("Spacing", "ScaleIntensityRange", "ResizeWithPadOrCrop"):
         monkeypatch.setattr(preprocess, name, recorded_transform(name, getattr(preprocess, name)))
     hu, affine = _volume()
     with HostTrips() as probe:
         x, _ = model_input_with_affine(hu, affine, SPEC, CPU)
     assert [s[0] for s in steps] == [
-        "to_ras",
-        "box",
+        "ras_blocks",  # the CPU averages blocks where the volume lies, then reorients
         "Spacing",
         "ScaleIntensityRange",
         "ResizeWithPadOrCrop",

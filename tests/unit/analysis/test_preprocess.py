@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 
+from triage.analysis import preprocess
 from triage.analysis.preprocess import InputSpec, model_input, select_device
 from triage.errors import ModelError
 from triage.synthetic.phantom import head_phantom
@@ -132,3 +134,40 @@ def test_runs_on_cuda() -> None:
     x = model_input(hu, affine, SPEC, device)
     assert x.device.type == "cuda"
     torch.testing.assert_close(x.cpu(), model_input(hu, affine, SPEC, CPU), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_cpu_block_averaging_where_the_volume_lies_matches_reorienting_first(case: int) -> None:
+    """The CPU averages blocks over the volume as it lies in memory and reorients the small
+    result: the same blocks, values and affine as reorienting the whole volume first (what
+    the device path does), on any axis order, flips, odd sizes, obliquity and tilt."""
+    rng = np.random.default_rng([7, case])
+    shape = tuple(int(v) for v in rng.integers(7, 50, 3))
+    slices = rng.normal(40, 30, shape[::-1]).astype(np.float32)
+    hu = slices.transpose(2, 1, 0)  # [column, row, slice] as an assembled volume lies
+    if case % 3 == 0:
+        hu = np.ascontiguousarray(hu)
+    if case % 5 == 4:
+        hu = np.rint(hu).astype(np.int16)
+    directions = np.zeros((3, 3))
+    directions[rng.permutation(3), range(3)] = rng.choice([-1.0, 1.0], 3)
+    angle = rng.uniform(-0.3, 0.3)
+    turn = np.array(
+        [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = turn @ directions * rng.uniform(0.3, 3.0, 3)
+    affine[:3, 3] = rng.uniform(-100, 100, 3)
+    if case % 4 == 1:
+        affine[1, 2] += 0.4  # gantry tilt: a shear
+    ras = preprocess.LPS_TO_RAS @ affine
+    pixdim = (2.5, 2.5, 5.0)
+    whole = MetaTensor(preprocess.on_device(hu, CPU), affine=torch.from_numpy(ras))
+    expected = preprocess._box_downsample(preprocess._to_ras(whole), pixdim)
+    got = preprocess._ras_blocks_on_host(hu, ras, pixdim)
+    if got is None:  # nothing to average: the caller reorients the whole volume
+        assert tuple(expected.shape) == tuple(preprocess._to_ras(whole).shape)
+        return
+    assert tuple(got.shape) == tuple(expected.shape)
+    assert torch.allclose(got.as_tensor(), expected.as_tensor(), atol=1e-3, rtol=0)
+    assert torch.allclose(got.affine, expected.affine, atol=1e-9, rtol=0)
