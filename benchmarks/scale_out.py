@@ -71,7 +71,11 @@ def send(study: DemoStudy, port: int) -> None:
         env={**os.environ, "TCP_NODELAY": "1"},
     )
     if done.returncode != 0:
-        raise RuntimeError(f"storescu failed: {done.stderr[-2000:]}")
+        said = (done.stderr + done.stdout)[-2000:]
+        raise RuntimeError(
+            f"storescu exited {done.returncode} for {study.folder.name} (the receiver's "
+            f"node.log says why it refused): {said}"
+        )
 
 
 def delivered(catalogue: Catalogue, uids: list[str]) -> dict[str, dict[str, Any]]:
@@ -241,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         engines["orthanc"].start(defaults=True)
         engines["postgres"] = PostgreSQL()
         engines["postgres"].start()
-        engines["seaweedfs"] = SeaweedFS(work / "seaweedfs")
+        # every study twice (one configuration each) and room to spare: full-size CTs fill
+        # the tests' 8 x 64 MB, and a full SeaweedFS refuses writes (InternalError)
+        megabytes = 2 * (args.studies + args.idle + 1) * args.slices * args.size**2 * 2 / 1e6
+        engines["seaweedfs"] = SeaweedFS(
+            work / "seaweedfs", volume_size_mb=256, volume_max=max(8, int(megabytes / 128) + 8)
+        )
         engines["seaweedfs"].start()
         engines["seaweedfs"].client().make_bucket(BUCKET)
         engines["prefect"] = PrefectServer(work / "prefect")

@@ -35,6 +35,10 @@ def weed_binary() -> str | None:
 @dataclass
 class SeaweedFS:
     folder: Path
+    #: capacity: volumes of this many MB, at most this many (what the tests store is small; a
+    #: benchmark of full-size CTs needs more, or SeaweedFS answers InternalError when full)
+    volume_size_mb: int = 64
+    volume_max: int = 8
     s3_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
@@ -67,10 +71,10 @@ class SeaweedFS:
             "-master.telemetry=false",
             f"-master.port={ports['master']}",
             f"-master.port.grpc={grpc['master']}",
-            "-master.volumeSizeLimitMB=64",
+            f"-master.volumeSizeLimitMB={self.volume_size_mb}",
             f"-volume.port={ports['volume']}",
             f"-volume.port.grpc={grpc['volume']}",
-            "-volume.max=8",
+            f"-volume.max={self.volume_max}",
             "-filer",
             f"-filer.port={ports['filer']}",
             f"-filer.port.grpc={grpc['filer']}",
