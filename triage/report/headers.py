@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, TM
 
 from triage.attributes import text_value
 from triage.errors import TriageError
+from triage.imaging.reading import raw_text
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +88,12 @@ def usable_headers(images: Sequence[Dataset], argument: str = "source_images") -
 
 def _text(image: Dataset, keyword: str) -> str:
     """``text_value`` of a UID or code string, from the element's bytes while pydicom has not
-    converted it: these checks run over every image of a series, and pydicom's conversion
-    and validation of each value would cost more than the rest of the check."""
-    element = image.get_item(keyword)
-    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
-        return element.value.decode("latin-1").strip(" \x00")
-    return text_value(image, keyword) if element is not None else ""
-
-
-def _present(image: Dataset, keyword: str) -> bool:
-    """Whether the element holds a value, without converting it."""
-    element = image.get_item(keyword)
-    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
-        return bool(element.value.strip(b" \x00\\"))
-    return element is not None and bool(text_value(image, keyword))
+    converted it (`raw_text`): these checks run over every image of a series, and pydicom's
+    conversion and validation of each value would cost more than the rest of the check."""
+    value = raw_text(image, tag_for_keyword(keyword) or 0)
+    if value is None:
+        return ""
+    return "\\".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def study_header(image: Dataset) -> Dataset:
@@ -134,9 +127,7 @@ def _completed(image: Dataset, where: str, *, first: bool) -> Dataset:
                 text_value(image, "StudyInstanceUID"),
             )
             fixes.append(("PatientSex", ""))
-    if _text(image, "Modality") in CROSS_SECTIONAL and not all(
-        _present(image, k) for k in _GEOMETRY
-    ):
+    if _text(image, "Modality") in CROSS_SECTIONAL and not all(_text(image, k) for k in _GEOMETRY):
         fixes += _first_frame_geometry(image, where)
     if not fixes:
         return image
