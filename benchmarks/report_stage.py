@@ -13,7 +13,6 @@ report stage of the running node in ``benchmarks/pipeline.py``.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -23,40 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.factories import phantom_ct_series  # noqa: E402
+from support.factories import phantom_ct_series, store_head_ct  # noqa: E402
 
 from triage.app import pipeline  # noqa: E402
 from triage.app.services import Services  # noqa: E402
-from triage.catalogue import InstanceRecord  # noqa: E402
 from triage.config import load_settings  # noqa: E402
 from triage.results import SHADOW  # noqa: E402
-from triage.store import instance_key  # noqa: E402
 
 
 def store_series(svc: Services, tag: str, slices: int, size: int) -> str:
     pixel = 230 / size
-    series = phantom_ct_series(tag, 5, (size, size, slices), spacing=(pixel, pixel, 0.8))
-    for ds in series:
-        key = instance_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        svc.store.put(key, buffer.getvalue())
-        svc.catalogue.record_instance(
-            InstanceRecord(
-                study_instance_uid=ds.StudyInstanceUID,
-                series_instance_uid=ds.SeriesInstanceUID,
-                sop_instance_uid=ds.SOPInstanceUID,
-                sop_class_uid=ds.SOPClassUID,
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                key=key,
-                size=len(buffer.getvalue()),
-                modality="CT",
-                image_type="ORIGINAL\\PRIMARY\\AXIAL",
-                body_part="HEAD",
-                series_description="Head",
-            )
-        )
-    return str(series[0].StudyInstanceUID)
+    return store_head_ct(
+        svc, phantom_ct_series(tag, 5, (size, size, slices), spacing=(pixel, pixel, 0.8))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

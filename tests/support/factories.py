@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -16,10 +17,14 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from triage.catalogue import SeriesSummary
+from triage.catalogue import InstanceRecord, SeriesSummary
 from triage.imaging.inspect import as_catalogued
+from triage.store import instance_key
 from triage.synthetic.phantom import head_phantom
 from triage.synthetic.series import ct_series
+
+if TYPE_CHECKING:
+    from triage.app.services import Services
 
 
 def phantom_ct_series(
@@ -209,3 +214,29 @@ def series_summary(
         contrast_agent=agent,
         frames=frames,
     )
+
+
+def store_head_ct(svc: Services, series: Sequence[Dataset]) -> str:
+    """The series stored in the node's store and catalogued as an axial head CT, as the
+    receiver would have done; its StudyInstanceUID."""
+    for ds in series:
+        key = instance_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        svc.store.put(key, buffer.getvalue())
+        svc.catalogue.record_instance(
+            InstanceRecord(
+                study_instance_uid=ds.StudyInstanceUID,
+                series_instance_uid=ds.SeriesInstanceUID,
+                sop_instance_uid=ds.SOPInstanceUID,
+                sop_class_uid=ds.SOPClassUID,
+                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                key=key,
+                size=len(buffer.getvalue()),
+                modality="CT",
+                image_type="ORIGINAL\\PRIMARY\\AXIAL",
+                body_part="HEAD",
+                series_description="Head",
+            )
+        )
+    return str(series[0].StudyInstanceUID)

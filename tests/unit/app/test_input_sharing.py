@@ -4,45 +4,21 @@ series again after the active result went out; its result is the one it gets on 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from support.factories import phantom_ct_series
+from support.factories import phantom_ct_series, store_head_ct
 
 from triage.analysis.input_cache import InputCache, input_key
 from triage.app import pipeline
 from triage.app.services import Services
-from triage.catalogue import InstanceRecord
 from triage.config import load_settings
 from triage.imaging.volume import AssemblyOptions
 from triage.results import SHADOW
-from triage.store import instance_key
 
 
 def _store(svc: Services, tag: str) -> str:
-    series = phantom_ct_series(tag, 5, (128, 128, 40), spacing=(1.8, 1.8, 2.5))
-    for ds in series:
-        key = instance_key(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        svc.store.put(key, buffer.getvalue())
-        svc.catalogue.record_instance(
-            InstanceRecord(
-                study_instance_uid=ds.StudyInstanceUID,
-                series_instance_uid=ds.SeriesInstanceUID,
-                sop_instance_uid=ds.SOPInstanceUID,
-                sop_class_uid=ds.SOPClassUID,
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                key=key,
-                size=len(buffer.getvalue()),
-                modality="CT",
-                image_type="ORIGINAL\\PRIMARY\\AXIAL",
-                body_part="HEAD",
-                series_description="Head",
-            )
-        )
-    return str(series[0].StudyInstanceUID)
+    return store_head_ct(svc, phantom_ct_series(tag, 5, (128, 128, 40), spacing=(1.8, 1.8, 2.5)))
 
 
 def test_the_shadow_model_reuses_the_active_models_input(
